@@ -1,0 +1,21 @@
+"""`tdmpc-ros bench NAME`: benchmarks that print one JSON object of measured figures."""
+from __future__ import annotations
+
+import argparse
+import importlib
+
+# name -> (module with add_arguments/run, help)
+BENCHES: dict[str, tuple[str, str]] = {
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="bench", required=True)
+    for name, (module, help_text) in BENCHES.items():
+        bench = sub.add_parser(name, help=help_text, description=help_text)
+        bench.set_defaults(_bench_module=module)
+        importlib.import_module(module).add_arguments(bench)
+
+
+def run(args: argparse.Namespace) -> int:
+    return importlib.import_module(args._bench_module).run(args) or 0

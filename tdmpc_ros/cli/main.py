@@ -1,0 +1,30 @@
+"""`tdmpc-ros` entry point. Subcommand modules import torch and rclpy inside run(), so `--help` stays fast."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help). `bench` has its own sub-commands (tdmpc_ros.cli.bench).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "bench": ("tdmpc_ros.cli.bench", "benchmarks printing JSON figures"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tdmpc-ros", description="TD-MPC2 world-model MPC for ROS 2 arms")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (module, help_text) in COMMANDS.items():
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        command.set_defaults(_module=module)
+        importlib.import_module(module).add_arguments(command)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return importlib.import_module(args._module).run(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

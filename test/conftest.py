@@ -1,0 +1,34 @@
+"""Shared fixtures: a private ROS domain per test, so parallel runs never cross-talk."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+@pytest.fixture
+def ros_domain(monkeypatch):
+    """A ROS_DOMAIN_ID reserved for this test (domain_coordinator), exported to child processes."""
+    from domain_coordinator import domain_id
+
+    with domain_id() as domain:
+        monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
+        monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+        monkeypatch.setenv("PYTHONUNBUFFERED", "1")
+        yield domain
+
+
+@pytest.fixture
+def rclpy_context(ros_domain):
+    """An initialised rclpy context on the test's domain; shut down afterwards."""
+    import rclpy
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=ros_domain)
+    yield context
+    context.try_shutdown()

@@ -1,0 +1,68 @@
+"""Helpers for tests that run real nodes over real DDS: processes, waiting for matches, collecting messages."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIG = REPO / "config" / "arm.yaml"
+
+
+def start_node(name: str, params: dict | None = None, log_path: Path | None = None) -> subprocess.Popen:
+    """Start tdmpc_ros.nodes.<name> as its own process with the repo config plus `section.field` overrides."""
+    args = [sys.executable, "-m", f"tdmpc_ros.nodes.{name}", "--ros-args", "--params-file", str(CONFIG)]
+    for key, value in (params or {}).items():
+        args += ["-p", f"{key}:={_param_text(value)}"]
+    out = open(log_path, "w") if log_path else subprocess.DEVNULL
+    return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ), cwd=REPO,
+                            start_new_session=True)
+
+
+def _param_text(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_param_text(v) for v in value) + "]"
+    if isinstance(value, str):
+        return f"'{value}'"
+    return repr(value)
+
+
+def stop(proc: subprocess.Popen, sig=signal.SIGINT, timeout: float = 10.0) -> int:
+    """Signal a node process and wait; SIGKILL if it does not exit in time."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def spin_until(node, predicate, timeout: float, executor=None) -> bool:
+    """Spin `node` until predicate() is true or timeout (s) passes. Returns predicate()."""
+    import rclpy
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        if executor is not None:
+            executor.spin_once(timeout_sec=0.05)
+        else:
+            rclpy.spin_once(node, timeout_sec=0.05)
+    return predicate()
+
+
+def wait_for_publisher(node, topic: str, timeout: float = 20.0) -> bool:
+    """Wait until some process publishes on `topic` (discovery can take seconds)."""
+    return spin_until(node, lambda: node.count_publishers(topic) > 0, timeout)
+
+
+def wait_for_subscriber(node, topic: str, timeout: float = 20.0) -> bool:
+    return spin_until(node, lambda: node.count_subscribers(topic) > 0, timeout)
