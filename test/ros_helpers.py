@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from tdmpc_ros.cli.launch import param_text
+
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "config" / "arm.yaml"
 
@@ -16,20 +18,10 @@ def start_node(name: str, params: dict | None = None, log_path: Path | None = No
     """Start tdmpc_ros.nodes.<name> as its own process with the repo config plus `section.field` overrides."""
     args = [sys.executable, "-m", f"tdmpc_ros.nodes.{name}", "--ros-args", "--params-file", str(CONFIG)]
     for key, value in (params or {}).items():
-        args += ["-p", f"{key}:={_param_text(value)}"]
+        args += ["-p", f"{key}:={param_text(value)}"]
     out = open(log_path, "w") if log_path else subprocess.DEVNULL
     return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ), cwd=REPO,
                             start_new_session=True)
-
-
-def _param_text(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(_param_text(v) for v in value) + "]"
-    if isinstance(value, str):
-        return f"'{value}'"
-    return repr(value)
 
 
 def stop(proc: subprocess.Popen, sig=signal.SIGINT, timeout: float = 10.0) -> int:

@@ -8,6 +8,7 @@ import sys
 # name -> (module, one-line help). `bench` has its own sub-commands (tdmpc_ros.cli.bench).
 COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("tdmpc_ros.cli.bench", "benchmarks printing JSON figures"),
+    "launch": ("tdmpc_ros.cli.launch", "start the node set of arm.launch.py without launch_ros"),
 }
 
 
