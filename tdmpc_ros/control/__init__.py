@@ -1,0 +1,1 @@
+"""The controller's core (no ROS): joint-state checks, the control tick, safety clips and statistics."""

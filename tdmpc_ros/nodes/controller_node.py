@@ -1,0 +1,230 @@
+"""Controller node: MPPI at a fixed rate, delta-position targets to the arm's PD controller.
+
+Subscribes  joint_states (JointState), goal (PointStamped), model_updates (tdmpc_ros/ModelUpdate)
+Publishes   the joint command (Float64MultiArray | JointTrajectory | JointState, from `controller.output`),
+            transitions (tdmpc_ros/Transition), planner_status (tdmpc_ros/PlannerStatus), /diagnostics
+Services    controller/enable (SetBool), controller/reset (Trigger)
+
+In real time a timer ticks at `task.control_rate_hz`. With `sim.lockstep` each new joint state is a tick, the
+arm steps once per command, and the controller sends nothing while it has no model or waits for the next
+episode's goal (a slow timer re-ticks then). Checkpoints load on a thread of their own and are swapped in
+between ticks.
+"""
+from __future__ import annotations
+
+import time
+
+import rclpy
+from builtin_interfaces.msg import Duration
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PointStamped
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray
+from std_srvs.srv import SetBool, Trigger
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from tdmpc_ros import topics
+from tdmpc_ros.control.loop import ControlLoop, TickResult
+from tdmpc_ros.control.models import ModelLoader
+from tdmpc_ros.control.state import JointSample
+from tdmpc_ros.kinematics import ArmKinematics
+from tdmpc_ros.msg import ModelUpdate, PlannerStatus, Transition
+from tdmpc_ros.nodes import qos
+from tdmpc_ros.nodes.params import declare_config
+
+OUTPUT_TYPES = {"float64_multi_array": Float64MultiArray, "joint_trajectory": JointTrajectory,
+                "joint_state": JointState}
+NEW_EPISODE_WAIT_S = 1.0  # an arm with no episode resets of its own gets a new episode after this
+LOCKSTEP_KICK_S = 0.1  # lockstep: re-tick this often when no state arrives (waiting for a model or a goal)
+
+
+class ControllerNode(Node):
+    def __init__(self):
+        super().__init__("controller")
+        self.cfg = declare_config(self)
+        ccfg = self.cfg.controller
+        if ccfg.output not in OUTPUT_TYPES:
+            raise ValueError(f"controller.output {ccfg.output!r} must be one of {sorted(OUTPUT_TYPES)}")
+        kinematics = ArmKinematics(self.cfg.task)
+        self.loop = ControlLoop(self.cfg, kinematics.safe_lower, kinematics.safe_upper, kinematics.fk,
+                                seed=self.cfg.agent.seed)
+        self.joint_names = list(self.cfg.task.joint_names)
+        self.lockstep = self.cfg.sim.lockstep
+        self.sample: JointSample | None = None
+        self.goal_stamp = 0.0
+        self.last_command_time = 0.0
+        self.last_tick_time = 0.0
+        self.pending_planner = None  # (planner, version) from the loader thread, swapped in at the next tick
+        self.episode_over_since: float | None = None
+
+        self.command_pub = self.create_publisher(
+            OUTPUT_TYPES[ccfg.output], ccfg.command_topic or topics.COMMAND_TOPICS[ccfg.output], qos.STATE)
+        self.transition_pub = self.create_publisher(Transition, topics.TRANSITIONS, qos.TRANSITIONS)
+        self.status_pub = self.create_publisher(PlannerStatus, topics.PLANNER_STATUS, 10)
+        self.diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
+        self.create_subscription(JointState, topics.JOINT_STATES, self.on_joint_state, qos.STATE)
+        self.create_subscription(PointStamped, topics.GOAL, self.on_goal, qos.LATCHED)
+        self.create_subscription(ModelUpdate, topics.MODEL_UPDATES, self.on_model_update, qos.LATCHED)
+        self.create_service(SetBool, topics.CONTROLLER_ENABLE, self.on_enable)
+        self.create_service(Trigger, topics.CONTROLLER_RESET, self.on_reset)
+
+        self.loader = ModelLoader(self.cfg, self.on_model_ready, self.get_logger().error)
+        if ccfg.model_path:
+            self.loader.request(ccfg.model_path, "", 1)
+        if self.lockstep:
+            self.create_timer(LOCKSTEP_KICK_S, self.on_lockstep_kick)
+        else:
+            self.create_timer(1.0 / self.cfg.task.control_rate_hz, self.on_tick)
+        self.create_timer(1.0, self.publish_status)
+        self.get_logger().info(
+            f"controller: {self.cfg.task.control_rate_hz:g} Hz, {'lockstep' if self.lockstep else 'real time'}, "
+            f"output {ccfg.output}, planner {self.cfg.planner.backend}/{self.cfg.planner.device}, "
+            f"model {ccfg.model_path or 'none yet (holding until one arrives)'}")
+
+    # -- inputs -------------------------------------------------------------------------------------------
+    def on_joint_state(self, msg: JointState) -> None:
+        stamp = msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec
+        self.sample = JointSample(list(msg.name), list(msg.position), list(msg.velocity), time.monotonic(), stamp)
+        if self.lockstep:
+            self.on_lockstep_state()
+
+    def on_goal(self, msg: PointStamped) -> None:
+        for line in self.loop.set_goal([msg.point.x, msg.point.y, msg.point.z]):
+            self.get_logger().warning(line)
+        self.goal_stamp = msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec
+        self.episode_over_since = None
+        if self.lockstep:
+            self.on_lockstep_state()
+
+    def on_lockstep_state(self) -> None:
+        """Tick on a state from the current episode: one stamped before the goal predates the arm's reset."""
+        if self.sample is not None and self.sample.stamp >= self.goal_stamp:
+            self.on_tick()
+
+    def on_lockstep_kick(self) -> None:
+        if time.monotonic() - self.last_tick_time > LOCKSTEP_KICK_S:
+            self.on_lockstep_state()
+
+    def on_model_update(self, msg: ModelUpdate) -> None:
+        if msg.version <= self.loop.model_version:
+            return
+        self.get_logger().info(f"model v{msg.version} announced ({msg.path}); loading in the background")
+        self.loader.request(msg.path, msg.sha256, msg.version)
+
+    def on_model_ready(self, planner, version: int, path: str) -> None:
+        self.pending_planner = (planner, version)  # a single reference store: atomic for the tick thread
+        self.get_logger().info(f"model v{version} verified and ready ({path})")
+
+    def on_enable(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
+        self.loop.set_enabled(request.data)
+        response.success, response.message = True, "enabled" if request.data else "disabled"
+        self.get_logger().info(f"control {response.message}")
+        return response
+
+    def on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        self.loop.new_episode()
+        response.success, response.message = True, f"episode {self.loop.episode_id}"
+        return response
+
+    # -- the tick -----------------------------------------------------------------------------------------
+    def on_tick(self) -> None:
+        if self.pending_planner is not None:
+            planner, version = self.pending_planner
+            self.pending_planner = None
+            self.loop.set_planner(planner, version)
+        now = self.last_tick_time = time.monotonic()
+        state_clock = now
+        if self.lockstep and self.sample is not None and self.last_command_time <= self.sample.received:
+            state_clock = self.sample.received  # not commanded since this state: it is as fresh as it can be
+        result = self.loop.tick(self.sample, state_clock, realtime=not self.lockstep)
+        for line in result.log:
+            self.get_logger().warning(line)
+        idle = self.lockstep and (self.loop.planner is None or self.loop.episode_over)
+        if result.target is not None and not idle:
+            self.command_pub.publish(self.command_message(result))
+            self.last_command_time = now
+        if result.transition is not None:
+            self.transition_pub.publish(self.transition_message(result.transition))
+        self.start_next_episode_if_idle(now)
+
+    def start_next_episode_if_idle(self, now: float) -> None:
+        if not self.loop.episode_over:
+            self.episode_over_since = None
+        elif self.episode_over_since is None:
+            self.episode_over_since = now
+        elif now - self.episode_over_since > NEW_EPISODE_WAIT_S:
+            self.get_logger().info("no new goal after the episode ended: next episode on the same goal")
+            self.loop.restart_episode()
+            self.episode_over_since = None
+
+    def command_message(self, result: TickResult):
+        target = [float(v) for v in result.target]
+        output = self.cfg.controller.output
+        if output == "float64_multi_array":
+            return Float64MultiArray(data=target)
+        if output == "joint_trajectory":
+            msg = JointTrajectory(joint_names=self.joint_names)
+            period_ns = int(1e9 / self.cfg.task.control_rate_hz)
+            msg.points = [JointTrajectoryPoint(positions=target, time_from_start=Duration(
+                sec=period_ns // 1_000_000_000, nanosec=period_ns % 1_000_000_000))]
+            return msg
+        msg = JointState(name=self.joint_names, position=target)
+        msg.header.stamp = self.get_clock().now().to_msg()
+        return msg
+
+    def transition_message(self, t) -> Transition:
+        msg = Transition(episode_id=t.episode_id, step=t.step, reward=float(t.reward),
+                         terminated=bool(t.terminated), truncated=bool(t.truncated))
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.observation = t.observation.astype(float).tolist()
+        msg.action = t.action.astype(float).tolist()
+        msg.next_observation = t.next_observation.astype(float).tolist()
+        return msg
+
+    # -- status -------------------------------------------------------------------------------------------
+    def publish_status(self) -> None:
+        stats = self.loop.latency.summary_ms()
+        loop, pcfg = self.loop, self.cfg.planner
+        status = PlannerStatus(mode=loop.mode, backend=pcfg.backend, device=pcfg.device,
+                               model_version=loop.model_version, plan_ms_p50=stats["p50_ms"],
+                               plan_ms_p99=stats["p99_ms"], deadline_misses=loop.deadline_misses,
+                               ticks=loop.ticks, fault=loop.fault.active or "")
+        status.header.stamp = self.get_clock().now().to_msg()
+        self.status_pub.publish(status)
+        level = DiagnosticStatus.OK if loop.mode == "planning" else DiagnosticStatus.WARN
+        if loop.fault.active:
+            level = DiagnosticStatus.ERROR
+        values = {"mode": loop.mode, "backend": pcfg.backend, "device": pcfg.device,
+                  "model_version": loop.model_version, "plan_ms_p50": f"{stats['p50_ms']:.2f}",
+                  "plan_ms_p99": f"{stats['p99_ms']:.2f}", "deadline_misses": loop.deadline_misses,
+                  "ticks": loop.ticks, "state_faults": loop.fault.count, "fault": loop.fault.active or "",
+                  "episode": loop.episode_id}
+        diag = DiagnosticArray(status=[DiagnosticStatus(
+            level=level, name=f"{self.get_namespace().rstrip('/')}/tdmpc_controller", hardware_id="tdmpc_ros",
+            message=loop.fault.active or loop.mode,
+            values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])])
+        diag.header.stamp = status.header.stamp
+        self.diag_pub.publish(diag)
+
+    def destroy_node(self) -> None:
+        self.loader.close()
+        self.loop.close()
+        super().destroy_node()
+
+
+def main(args=None) -> None:
+    try:
+        with rclpy.init(args=args):
+            node = ControllerNode()
+            try:
+                rclpy.spin(node)
+            finally:
+                node.destroy_node()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""The controller's tick without ROS: joint-state faults, deadline fallback, transitions, and the safety property."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tdmpc_ros.config import Config
+from tdmpc_ros.control.loop import HOLD, PLANNING, POLICY_FALLBACK, ControlLoop
+from tdmpc_ros.control.state import JointSample
+from tdmpc_ros.kinematics import ArmKinematics
+
+CFG = Config()
+NAMES = CFG.task.joint_names
+KIN = ArmKinematics(CFG.task)
+SCALE = CFG.task.action_scale
+
+
+class ScriptedPlanner:
+    """Stands in for the network's output: whatever actions the test feeds, NaN and inf included."""
+
+    def __init__(self, actions, delay_s: float = 0.0):
+        self.actions = list(actions)
+        self.delay_s = delay_s
+        self.resets = 0
+
+    def _next(self):
+        return np.asarray(self.actions.pop(0) if self.actions else np.zeros(len(NAMES)), np.float64)
+
+    def plan(self, obs, eval_mode=False):
+        time.sleep(self.delay_s)
+        return self._next()
+
+    def policy_action(self, obs, eval_mode=False):
+        return np.full(len(NAMES), 0.5)
+
+    def reset(self):
+        self.resets += 1
+
+
+def make_loop(planner=None, **controller):
+    cfg = Config()
+    for key, value in controller.items():
+        setattr(cfg.controller, key, value)
+    loop = ControlLoop(cfg, KIN.safe_lower, KIN.safe_upper, KIN.fk)
+    if planner is not None:
+        loop.set_planner(planner, 1)
+    loop.set_goal([0.5, 0.0, 0.5])
+    return loop
+
+
+def sample(q, qd=None, names=NAMES, received=None):
+    qd = np.zeros(len(q)) if qd is None else qd
+    return JointSample(list(names), list(map(float, q)), list(map(float, qd)),
+                       time.monotonic() if received is None else received)
+
+
+HOME = np.array(CFG.sim.home)
+
+
+def test_plans_and_emits_transitions_with_applied_actions():
+    loop = make_loop(ScriptedPlanner([np.full(7, 3.0), np.full(7, -0.5)]))
+    first = loop.tick(sample(HOME), time.monotonic())
+    assert first.mode == PLANNING and first.transition is None
+    np.testing.assert_allclose(first.target, np.clip(HOME, KIN.safe_lower, KIN.safe_upper) + SCALE)
+    second = loop.tick(sample(first.target), time.monotonic())
+    t = second.transition
+    assert t is not None and t.step == 0 and t.episode_id == loop.episode_id
+    np.testing.assert_allclose(t.action, 1.0)  # 3.0 was clipped: the learner sees what was applied
+    assert t.reward == pytest.approx(-np.linalg.norm(np.array([0.5, 0, 0.5]) - KIN.fk(first.target)), abs=1e-6)
+
+
+@pytest.mark.parametrize("bad, reason", [
+    (lambda: sample(HOME, received=time.monotonic() - 5.0), "stale"),
+    (lambda: sample(HOME[:6], names=NAMES[:6]), "lacks joints"),
+    (lambda: sample(np.where(np.arange(7) == 2, np.nan, HOME)), "NaN"),
+    (lambda: sample(np.append(HOME, 0.0), names=NAMES + [NAMES[0]]), "duplicate"),
+])
+def test_bad_state_holds_reports_once_and_recovers(bad, reason):
+    loop = make_loop(ScriptedPlanner([]))
+    good = loop.tick(sample(HOME), time.monotonic())
+    logs = []
+    for _ in range(5):
+        held = loop.tick(bad(), time.monotonic())
+        assert held.mode == HOLD
+        np.testing.assert_array_equal(held.target, good.target)
+        logs += held.log
+    assert len(logs) == 1 and reason in logs[0]
+    episode = loop.episode_id
+    resumed = loop.tick(sample(good.target), time.monotonic())
+    assert resumed.mode == PLANNING and "resuming" in resumed.log[0]
+    assert loop.episode_id == episode + 1  # the interrupted episode is closed, not stitched
+
+
+def test_deadline_fallback_uses_policy_prior_and_counts_misses():
+    loop = make_loop(ScriptedPlanner([], delay_s=0.2), plan_budget=0.1)  # budget 5 ms at 20 Hz
+    start = time.perf_counter()
+    result = loop.tick(sample(HOME), time.monotonic())
+    assert time.perf_counter() - start < 0.1  # the tick did not wait for the slow plan
+    assert result.mode == POLICY_FALLBACK and loop.deadline_misses == 1
+    np.testing.assert_allclose(result.target - np.clip(HOME, KIN.safe_lower, KIN.safe_upper), 0.5 * SCALE)
+    assert loop.tick(sample(HOME), time.monotonic()).mode == POLICY_FALLBACK  # planner still busy
+    loop.close()
+
+
+def test_episode_ends_on_success_and_new_goal_starts_next():
+    loop = make_loop(ScriptedPlanner([]))
+    loop.set_goal(KIN.fk(HOME))  # already at the goal: success after success_hold_steps
+    done = None
+    for _ in range(CFG.task.success_hold_steps + 1):
+        result = loop.tick(sample(HOME), time.monotonic())
+        done = result.transition if result.transition and result.transition.terminated else done
+    assert done is not None and loop.episode_over and loop.tick(sample(HOME), time.monotonic()).mode == HOLD
+    before = loop.episode_id
+    loop.set_goal([0.5, 0.1, 0.4])
+    assert loop.episode_id == before + 1 and not loop.episode_over
+
+
+finite = st.floats(-1e6, 1e6)
+anything = st.one_of(finite, st.just(np.nan), st.just(np.inf), st.just(-np.inf), st.floats(-1e300, 1e300))
+
+
+@settings(max_examples=2000, deadline=None)
+@given(actions=st.lists(st.lists(anything, min_size=7, max_size=7), min_size=1, max_size=6),
+       positions=st.lists(st.lists(anything, min_size=7, max_size=7), min_size=1, max_size=6),
+       noise=st.sampled_from([0.0, 0.3]))
+def test_safety_property_any_input_keeps_targets_in_limits_and_steps(actions, positions, noise):
+    loop = make_loop(ScriptedPlanner(actions), exploration_noise=noise)
+    for q in positions:
+        before, episode = loop.last_target, loop.episode_id
+        result = loop.tick(sample(np.asarray(q)), time.monotonic())
+        if loop.episode_id != episode:
+            before = None  # a new episode starts from the measured positions, by design
+        if result.target is None:
+            continue
+        target = np.asarray(result.target)
+        assert np.isfinite(target).all()
+        assert (target >= KIN.safe_lower - 1e-12).all() and (target <= KIN.safe_upper + 1e-12).all()
+        reference = before if before is not None else np.clip(np.asarray(q, float), KIN.safe_lower, KIN.safe_upper)
+        if result.mode != HOLD:
+            assert (np.abs(target - reference) <= SCALE + 1e-9).all()
+        else:
+            np.testing.assert_array_equal(target, reference)
