@@ -6,6 +6,7 @@ import importlib
 
 # name -> (module with add_arguments/run, help)
 BENCHES: dict[str, tuple[str, str]] = {
+    "control": ("tdmpc_ros.cli.bench_control", "controller node vs PyBullet arm: tick period, plan latency, misses"),
 }
 
 

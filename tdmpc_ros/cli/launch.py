@@ -72,8 +72,11 @@ def node_command(spec: NodeLaunch, namespace: str, config: str) -> list[str]:
 class Launcher:
     """Runs a node set as child processes; used by `tdmpc-ros launch` and `tdmpc-ros demo`."""
 
-    def __init__(self, arguments: dict[str, str], out=None):
+    def __init__(self, arguments: dict[str, str], out=None, overrides: dict | None = None):
+        """`overrides`: extra `section.field` parameters for every node (benchmarks, the demo)."""
         self.specs = node_launches(arguments)
+        for spec in self.specs:
+            spec.parameters.update(overrides or {})
         self.namespace = arguments.get("namespace", "")
         self.config = arguments.get("config") or str(default_config_path())
         self.out = out or sys.stdout

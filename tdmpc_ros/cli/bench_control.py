@@ -1,0 +1,87 @@
+"""`tdmpc-ros bench control`: the real controller node against the PyBullet arm node, measured from outside.
+
+Tick period is measured where it matters, at a subscriber of the command topic; planning latency and
+deadline misses come from the controller's PlannerStatus. The model is a freshly initialised checkpoint of
+the chosen preset (planning cost does not depend on the weights).
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rate", type=float, default=20.0, help="control rate (Hz)")
+    parser.add_argument("--seconds", type=float, default=60.0, help="measurement time after warm-up")
+    parser.add_argument("--preset", default="small")
+    parser.add_argument("--backend", choices=["torch", "onnx"], default="torch")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+    import rclpy
+    from domain_coordinator import domain_id
+    from std_msgs.msg import Float64MultiArray
+
+    from tdmpc_ros import topics
+    from tdmpc_ros.cli.launch import Launcher
+    from tdmpc_ros.config import load_config
+    from tdmpc_ros.learning.agent import Agent
+    from tdmpc_ros.learning.checkpoint import save_checkpoint
+    from tdmpc_ros.msg import PlannerStatus
+    from tdmpc_ros.nodes import qos
+
+    cfg = load_config(overrides={"model": {"preset": args.preset}})
+    with tempfile.TemporaryDirectory() as tmp, domain_id() as domain:
+        checkpoint = Path(tmp) / "random.pt"
+        save_checkpoint(checkpoint, Agent(cfg), {"updates": 0, "env_steps": 0})
+        os.environ.update(ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+        log = io.StringIO()
+        launcher = Launcher({"model": str(checkpoint), "learn": "false", "backend": args.backend,
+                             "device": args.device}, out=log,
+                            overrides={"task.control_rate_hz": args.rate, "model.preset": args.preset})
+        arrivals: list[float] = []
+        status: list[PlannerStatus] = []
+        with rclpy.init(domain_id=domain):
+            node = rclpy.create_node("bench_control")
+            node.create_subscription(Float64MultiArray, topics.COMMAND_TOPICS["float64_multi_array"],
+                                     lambda _msg: arrivals.append(time.monotonic()), qos.STATE)
+            node.create_subscription(PlannerStatus, topics.PLANNER_STATUS, status.append, 10)
+            launcher.start()
+            try:
+                deadline = time.monotonic() + 120.0
+                while not (status and status[-1].mode == "planning" and status[-1].model_version):
+                    rclpy.spin_once(node, timeout_sec=0.1)
+                    if time.monotonic() > deadline or launcher.exited_required():
+                        raise RuntimeError("controller did not start planning:\n" + log.getvalue()[-3000:])
+                arrivals.clear()
+                first = status[-1]
+                end = time.monotonic() + args.seconds
+                while time.monotonic() < end:
+                    rclpy.spin_once(node, timeout_sec=0.05)
+                last = status[-1]
+            finally:
+                codes = launcher.shutdown()
+                node.destroy_node()
+    periods = np.diff(arrivals) * 1e3
+    error = np.abs(periods - 1e3 / args.rate)
+    result = {
+        "rate_hz": args.rate, "seconds": args.seconds, "preset": args.preset, "backend": args.backend,
+        "device": args.device, "ticks": len(arrivals),
+        "period_ms": {"p50": float(np.percentile(periods, 50)), "p99": float(np.percentile(periods, 99)),
+                      "max": float(periods.max())},
+        "period_error_ms": {"p50": float(np.percentile(error, 50)), "p99": float(np.percentile(error, 99)),
+                            "max": float(error.max())},
+        "plan_ms": {"p50": float(last.plan_ms_p50), "p99": float(last.plan_ms_p99)},
+        "deadline_misses": int(last.deadline_misses - first.deadline_misses),
+        "exit_codes": codes,
+    }
+    print(json.dumps(result) if args.json else json.dumps(result, indent=2))
+    return 0
