@@ -1,0 +1,32 @@
+"""A scripted reaching expert for demonstrations: IK to the goal, then delta-position steps toward it.
+
+It acts through the same normalised action interface as the learned controller, so its episodes are valid
+training data: action = clip((q_ik - last_target) / action_scale, -1, 1) + Gaussian noise.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from tdmpc_ros.config import TaskConfig
+from tdmpc_ros.kinematics import ArmKinematics
+
+
+class ScriptedExpert:
+    """Solves IK once per goal (from the pose it starts in) and steers the joint target to the solution."""
+
+    def __init__(self, kinematics: ArmKinematics, task: TaskConfig, noise: float = 0.0,
+                 rng: np.random.Generator | None = None):
+        self.kinematics, self.task, self.noise = kinematics, task, noise
+        self.rng = rng if rng is not None else np.random.default_rng()
+        self.goal: np.ndarray | None = None
+        self.q_goal: np.ndarray | None = None
+
+    def act(self, goal, q, last_target) -> np.ndarray:
+        """Action for measured joints q and the current joint target; IK is redone when the goal changes."""
+        goal = np.asarray(goal, np.float64)
+        if self.goal is None or not np.array_equal(goal, self.goal):
+            self.goal, self.q_goal = goal.copy(), self.kinematics.ik(goal, q)
+        action = np.clip((self.q_goal - np.asarray(last_target)) / self.task.action_scale, -1.0, 1.0)
+        if self.noise > 0:
+            action = action + self.rng.normal(0.0, self.noise, action.shape)
+        return np.clip(action, -1.0, 1.0).astype(np.float32)
