@@ -9,6 +9,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("tdmpc_ros.cli.bench", "benchmarks printing JSON figures"),
     "launch": ("tdmpc_ros.cli.launch", "start the node set of arm.launch.py without launch_ros"),
+    "demos": ("tdmpc_ros.cli.demos", "record scripted-expert demonstration bags on the PyBullet arm"),
 }
 
 
