@@ -1,0 +1,295 @@
+"""Episodes in and out of rosbag2 bags (sqlite3 and mcap) through the rosbags library: no ROS install needed.
+
+`read_episodes` takes bag directories, folders holding many bags, or loose storage files (a crashed writer's
+bag has no metadata.yaml), reads transition bags exactly and rebuilds raw /joint_states recordings (data.raw),
+and never stops at a bad file: each problem becomes one LoadReport line naming the file and topic.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+from rosbags.rosbag2.storage_mcap import McapReader
+from rosbags.rosbag2.storage_sqlite3 import Sqlite3Reader
+
+from tdmpc_ros.config import Config
+from tdmpc_ros.data.episode import Episode
+from tdmpc_ros.data.online_bags import OnlineBagWriter
+from tdmpc_ros.data.raw import RawRecording, raw_topic_role
+from tdmpc_ros.data.transitions import BagEpisodeAssembler, EpisodeError, episode_messages
+from tdmpc_ros.data.typestore import TRANSITION, typestore
+
+STORAGE_SUFFIXES = {".mcap": "mcap", ".db3": "sqlite3"}
+SYNTH_PERIOD_NS = 50_000_000  # stamps for episodes without their own: the default 20 Hz control period
+
+
+@dataclass
+class ReportItem:
+    """One problem (or note) about a file and topic, with the items it concerns (e.g. episode ids)."""
+
+    path: str
+    topic: str
+    reason: str
+    items: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        where = f"{self.path} [{self.topic}]" if self.topic else self.path
+        shown = ", ".join(self.items[:5]) + (f" (+{len(self.items) - 5} more)" if len(self.items) > 5 else "")
+        return f"{where}: {shown + ': ' if shown else ''}{self.reason}"
+
+
+@dataclass
+class LoadReport:
+    """What `read_episodes` loaded and what it skipped, file by file."""
+
+    episodes: list[Episode] = field(default_factory=list)
+    skipped: list[ReportItem] = field(default_factory=list)
+    notes: list[ReportItem] = field(default_factory=list)
+    loaded_from: dict[str, int] = field(default_factory=dict)
+    """Episodes loaded per file."""
+
+    def skip(self, path, topic: str, reason: str, item: str | None = None) -> None:
+        _add(self.skipped, str(path), topic, reason, item)
+
+    def note(self, path, topic: str, reason: str, item: str | None = None) -> None:
+        _add(self.notes, str(path), topic, reason, item)
+
+    def summary(self) -> str:
+        steps = sum(len(e) for e in self.episodes)
+        lines = [f"loaded {len(self.episodes)} episodes ({steps} steps, "
+                 f"{sum(e.terminated for e in self.episodes)} ended in success) from {len(self.loaded_from)} files"]
+        lines += [f"  {path}: {count} episodes" for path, count in self.loaded_from.items()]
+        if self.skipped:
+            lines += [f"skipped {len(self.skipped)}:"] + [f"  {item}" for item in self.skipped]
+        if self.notes:
+            lines += ["notes:"] + [f"  {item}" for item in self.notes]
+        return "\n".join(lines)
+
+
+def _add(items: list[ReportItem], path: str, topic: str, reason: str, item: str | None) -> None:
+    for existing in items:  # one line per (file, topic, reason), listing the episodes it concerns
+        if (existing.path, existing.topic, existing.reason) == (path, topic, reason):
+            if item is not None:
+                existing.items.append(item)
+            return
+    items.append(ReportItem(path, topic, reason, [item] if item is not None else []))
+
+
+class _TolerantMcapReader(McapReader):
+    """rosbags' MCAP reader that also opens a file without summary and footer (its writer died, or the file
+    was cut): it then scans records from the start, and reading stops with an error at the torn tail."""
+
+    def _open(self) -> None:
+        try:
+            super()._open()
+        except Exception:
+            if not self.data_start:  # not even a valid MCAP header
+                raise
+            self.chunks.clear()  # no trustworthy index: messages() falls back to a linear scan
+            self.data_end = self.bio.seek(0, os.SEEK_END)
+            try:
+                self.meta_scan()  # collects schemas and channels, stopping at the torn tail
+            except Exception:
+                pass
+
+
+def find_bags(path: Path) -> list[Path]:
+    """Bag directories (with metadata.yaml) and loose storage files (outside any bag directory) under path."""
+    if path.is_file():
+        return [path.parent] if path.name == "metadata.yaml" else [path]
+    found = []
+    for folder, dirs, files in os.walk(path):
+        dirs.sort()
+        if "metadata.yaml" in files:
+            found.append(Path(folder))
+            dirs.clear()
+        else:
+            found += [Path(folder) / f for f in sorted(files) if Path(f).suffix in STORAGE_SUFFIXES]
+    return found
+
+
+def read_episodes(paths, cfg: Config, kinematics=None) -> LoadReport:
+    """Episodes from every bag under `paths` (dirs, bag dirs, storage files); sizes are checked against cfg.
+
+    `kinematics` (ArmKinematics of cfg.task) rebuilds raw recordings; built here only if one turns up.
+    """
+    report = LoadReport()
+    arm = {"kinematics": kinematics}
+    try:
+        for root in [paths] if isinstance(paths, (str, os.PathLike)) else list(paths):
+            root = Path(root)
+            if not root.exists():
+                report.skip(root, "", "does not exist")
+                continue
+            bags = find_bags(root)
+            if not bags:
+                report.skip(root, "", "no rosbag2 bags (metadata.yaml, *.mcap or *.db3) found")
+            for bag in bags:
+                if bag.is_dir():
+                    _read_bag_dir(bag, report, cfg, arm)
+                else:
+                    _read_storage(bag, report, cfg, arm)
+    finally:
+        if kinematics is None and arm["kinematics"] is not None:
+            arm["kinematics"].close()
+    return report
+
+
+def _storage_reader(path: Path):
+    return _TolerantMcapReader(path) if path.suffix == ".mcap" else Sqlite3Reader(path)
+
+
+def _read_bag_dir(bag: Path, report: LoadReport, cfg: Config, arm: dict) -> None:
+    reader = Reader(bag)
+    try:
+        reader.open()
+    except Exception as exc:  # unusable metadata or storage: read what the storage files still hold
+        files = sorted(f for f in bag.iterdir() if f.suffix in STORAGE_SUFFIXES)
+        problems = len(report.skipped)
+        for path in files:
+            _read_storage(path, report, cfg, arm)
+        if not files:
+            report.skip(bag, "", f"cannot open bag: {exc}")
+        elif len(report.skipped) == problems:
+            report.note(bag, "", f"bag metadata unusable ({exc}): read its storage files directly")
+        return
+    _read_and_close(bag, reader, report, cfg, arm)
+
+
+def _read_storage(path: Path, report: LoadReport, cfg: Config, arm: dict) -> None:
+    """A loose storage file (no metadata.yaml), e.g. the bag of a writer that was killed."""
+    reader = _storage_reader(path)
+    try:
+        reader.open()
+    except Exception as exc:
+        report.skip(path, "", f"cannot open: {exc}")
+        return
+    _read_and_close(path, reader, report, cfg, arm)
+
+
+def _read_and_close(path: Path, reader, report: LoadReport, cfg: Config, arm: dict) -> None:
+    try:
+        _read_open(path, reader, report, cfg, arm)
+    finally:
+        try:
+            reader.close()
+        except Exception:
+            pass
+
+
+def _read_open(path: Path, reader, report: LoadReport, cfg: Config, arm: dict) -> None:
+    store = typestore()
+    connections = list(reader.connections)
+    if not connections:
+        report.skip(path, "", "empty bag (no topics)")
+        return
+    named = [c for c in connections if c.msgtype == TRANSITION or c.topic.rsplit("/", 1)[-1] == "transitions"]
+    selected = []
+    for conn in named:
+        if conn.msgtype != TRANSITION:
+            report.skip(path, conn.topic, f"unknown message type {conn.msgtype} (expected {TRANSITION})")
+        elif conn.digest and conn.digest != store.hash_rihs01(TRANSITION):
+            report.skip(path, conn.topic, f"{TRANSITION} definition differs from this package's msg/Transition.msg"
+                                          f" (type hash {conn.digest})")
+        else:
+            selected.append(conn)
+    raw = None
+    if not selected and not named:
+        roles = {conn.id: raw_topic_role(conn.topic, conn.msgtype) for conn in connections}
+        raw = RawRecording(cfg.task)
+        selected = [c for c in connections if roles[c.id]]
+        missing = raw.missing_roles({roles[c.id] for c in selected})
+        if missing:
+            topics = ", ".join(f"{c.topic} ({c.msgtype})" for c in connections)
+            report.skip(path, "", f"no {TRANSITION} topic, and not a raw recording: missing {missing}; "
+                                  f"topics: {topics}")
+            return
+    if not selected:
+        return
+    assemblers = {c.topic: BagEpisodeAssembler(cfg, str(path))
+                  for c in selected if raw is None}
+    episodes: list[Episode] = []
+    counts = {c.topic: 0 for c in selected}
+    undecodable: dict[str, tuple[int, str]] = {}
+    try:
+        for conn, timestamp, data in reader.messages(selected):
+            try:
+                msg = store.deserialize_cdr(data, conn.msgtype)
+            except Exception as exc:
+                n, first = undecodable.get(conn.topic, (0, f"{type(exc).__name__}: {exc}"))
+                undecodable[conn.topic] = (n + 1, first)
+                continue
+            counts[conn.topic] += 1
+            if raw is not None:
+                raw.add(raw_topic_role(conn.topic, conn.msgtype), conn.topic, timestamp, msg)
+            else:
+                episodes += assemblers[conn.topic].add(msg)
+    except Exception as exc:  # a torn tail or corrupt record: everything read before it is kept
+        report.skip(path, "", f"corrupt or truncated after {sum(counts.values())} messages "
+                              f"({type(exc).__name__}: {exc}); the messages before it were kept")
+    for topic, (n, first) in undecodable.items():
+        report.skip(path, topic, f"{n} messages could not be decoded (first: {first})")
+    for topic, count in counts.items():
+        if count == 0 and topic not in undecodable:
+            report.skip(path, topic, "no messages on this topic")
+    for topic, assembler in assemblers.items():
+        for episode in assembler.flush():
+            report.note(path, topic, "ended without a final step: kept, marked truncated",
+                        f"episode {episode.episode_id}")
+            episodes.append(episode)
+        for episode_id, reason in assembler.take_errors():
+            report.skip(path, topic, reason, f"episode {episode_id}")
+    if raw is not None:
+        if arm["kinematics"] is None:
+            from tdmpc_ros.kinematics import ArmKinematics
+
+            arm["kinematics"] = ArmKinematics(cfg.task)
+        raw_episodes, problems = raw.episodes(arm["kinematics"], str(path))
+        for topic, reason in problems:
+            report.skip(path, topic, reason)
+        episodes += _checked(raw_episodes, cfg, path, report)
+    if episodes:
+        report.episodes += episodes
+        report.loaded_from[str(path)] = report.loaded_from.get(str(path), 0) + len(episodes)
+
+
+def _checked(episodes: list[Episode], cfg: Config, path: Path, report: LoadReport) -> list[Episode]:
+    """Raw episodes whose sizes fit the model (the task config built them, but the model may differ)."""
+    good = []
+    for ep in episodes:
+        if ep.observations.shape[1] != cfg.model.obs_dim or ep.actions.shape[1] != cfg.model.action_dim:
+            report.skip(path, "", f"raw observation/action sizes {ep.observations.shape[1]}/{ep.actions.shape[1]}"
+                                  f" do not match model.obs_dim/action_dim {cfg.model.obs_dim}/"
+                                  f"{cfg.model.action_dim}", f"episode {ep.episode_id}")
+        else:
+            good.append(ep)
+    return good
+
+
+def write_transition_bag(path, episodes: Iterable[Episode], storage: str = "mcap",
+                         topic: str = "/transitions") -> Path:
+    """A new bag at `path` with one Transition per step. Header (and log) stamps are each episode's stamps_ns,
+    or synthesised ones, 50 ms apart and increasing across episodes, where an episode has none."""
+    if storage not in STORAGE_SUFFIXES.values():
+        raise ValueError(f"storage {storage!r}: choose mcap or sqlite3")
+    store = typestore()
+    clock = time.time_ns()
+    with Writer(Path(path), version=9, storage_plugin=StoragePlugin[storage.upper()]) as writer:
+        conn = writer.add_connection(topic, TRANSITION, typestore=store)
+        for episode in episodes:
+            stamps = episode.stamps_ns
+            if len(stamps) != len(episode) or not stamps.any():
+                stamps = clock + SYNTH_PERIOD_NS * np.arange(1, len(episode) + 1, dtype=np.int64)
+            clock = max(clock, int(stamps[-1])) if len(stamps) else clock
+            for msg, stamp in zip(episode_messages(episode, stamps), stamps):
+                writer.write(conn, int(stamp), store.serialize_cdr(msg, TRANSITION))
+    return Path(path)
+
+
+__all__ = ["BagEpisodeAssembler", "EpisodeError", "LoadReport", "OnlineBagWriter", "ReportItem", "find_bags", "read_episodes",
+           "write_transition_bag"]
