@@ -1,0 +1,113 @@
+"""TD-MPC2's implicit world model (single task, state observations).
+
+Components (named as in `parameter_counts`): encoder, dynamics, reward, termination (episodic only),
+qs (the Q ensemble), target_qs (its Polyak copy, not trained) and pi (the policy prior). All verbs take
+batch-first tensors [..., dim].
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn as nn
+
+from tdmpc_ros.config import ModelConfig
+from tdmpc_ros.model import math
+from tdmpc_ros.model.layers import QEnsemble, SimNorm, count_parameters, init_weights, mlp
+
+
+class WorldModel(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        if cfg.obs_dim <= 0 or cfg.action_dim <= 0:
+            raise ValueError(f"model.obs_dim and model.action_dim must be set (got {cfg.obs_dim}, {cfg.action_dim})")
+        self.cfg = cfg
+        latent, act, hidden = cfg.latent_dim, cfg.action_dim, 2 * [cfg.mlp_dim]
+        self._encoder = mlp(cfg.obs_dim, max(cfg.num_enc_layers - 1, 1) * [cfg.enc_dim], latent,
+                            act=SimNorm(cfg.simnorm_dim))
+        self._dynamics = mlp(latent + act, hidden, latent, act=SimNorm(cfg.simnorm_dim))
+        self._reward = mlp(latent + act, hidden, cfg.num_bins)
+        self._termination = mlp(latent, hidden, 1) if cfg.episodic else None
+        self._pi = mlp(latent, hidden, 2 * act)
+        self._qs = QEnsemble(cfg.num_q, latent + act, hidden, cfg.num_bins, dropout=cfg.dropout)
+        self.apply(init_weights)
+        with torch.no_grad():  # zero-init outputs so rewards and values start at 0 (as TD-MPC2)
+            self._reward[-1].weight.zero_()
+            self._qs.weight[-1].zero_()
+        self._target_qs = copy.deepcopy(self._qs).requires_grad_(False).train(False)
+        self.register_buffer("bins", math.value_bins(cfg.num_bins, cfg.vmin, cfg.vmax), persistent=False)
+
+    def train(self, mode: bool = True) -> "WorldModel":
+        """The target ensemble always runs in eval mode (no dropout)."""
+        super().train(mode)
+        self._target_qs.train(False)
+        return self
+
+    def encode(self, obs: torch.Tensor) -> torch.Tensor:
+        return self._encoder(obs)
+
+    def next(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        return self._dynamics(torch.cat([z, a], dim=-1))
+
+    def reward(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """Reward logits [..., num_bins] (two_hot_inv gives the scalar)."""
+        return self._reward(torch.cat([z, a], dim=-1))
+
+    def termination(self, z: torch.Tensor, unnormalized: bool = False) -> torch.Tensor:
+        """Probability (or logit) that the step into z ended the episode, [..., 1]; zeros if not episodic."""
+        if self._termination is None:
+            return z.new_zeros(*z.shape[:-1], 1)
+        logit = self._termination(z)
+        return logit if unnormalized else torch.sigmoid(logit)
+
+    def pi(self, z: torch.Tensor, eps: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Sample the tanh-squashed Gaussian policy prior; `eps` (standard normal draws) may be passed in."""
+        mean, log_std = self._pi(z).chunk(2, dim=-1)
+        log_std = math.bound_log_std(log_std, self.cfg.log_std_min, self.cfg.log_std_max)
+        if eps is None:
+            eps = torch.randn_like(mean)
+        log_prob = math.gaussian_logprob(eps, log_std)
+        scaled_log_prob = log_prob * eps.shape[-1]
+        action = mean + eps * log_std.exp()
+        mean, action, log_prob = math.squash(mean, action, log_prob)
+        # TD-MPC2's entropy scaling by the action dimension (kept as written there, gradient included).
+        entropy_scale = scaled_log_prob / (log_prob + 1e-8)
+        info = {"mean": mean, "log_std": log_std, "entropy": -log_prob, "scaled_entropy": -log_prob * entropy_scale}
+        return action, info
+
+    def Q(self, z: torch.Tensor, a: torch.Tensor, return_type: str = "min", target: bool = False,
+          heads: torch.Tensor | None = None) -> torch.Tensor:
+        """State-action value.
+
+        "all": logits [num_q (or len(heads)), ..., num_bins]. "min"/"avg": min or mean of two heads' scalar
+        values [..., 1]; the heads are `heads` (a LongTensor of 2 indices) or drawn at random.
+        """
+        if return_type not in ("min", "avg", "all"):
+            raise ValueError(f"Q: return_type must be min, avg or all, got {return_type!r}")
+        net = self._target_qs if target else self._qs
+        x = torch.cat([z, a], dim=-1)
+        if return_type == "all":
+            return net(x, heads)
+        if heads is None:
+            heads = torch.randperm(self.cfg.num_q, device=z.device)[:2]
+        q = math.two_hot_inv(net(x, heads), self.bins)
+        return q.min(0).values if return_type == "min" else q.mean(0)
+
+    @torch.no_grad()
+    def soft_update_target_Q(self, tau: float) -> None:
+        """Polyak-average the target ensemble towards the online one."""
+        torch._foreach_lerp_(list(self._target_qs.parameters()), list(self._qs.parameters()), tau)
+
+    def track_q_grad(self, enable: bool = True) -> None:
+        """Switch gradients of the online Q ensemble (off while the policy is trained through it)."""
+        self._qs.requires_grad_(enable)
+
+
+COMPONENTS = ("encoder", "dynamics", "reward", "termination", "qs", "target_qs", "pi")
+
+
+def parameter_counts(model: WorldModel) -> dict[str, int]:
+    """Parameters per component, and `total`: trainable ones only (target_qs excluded)."""
+    counts = {name: count_parameters(getattr(model, f"_{name}")) for name in COMPONENTS}
+    counts["total"] = sum(v for k, v in counts.items() if k != "target_qs")
+    return counts
