@@ -1,0 +1,273 @@
+"""Transition bags in both storage formats, raw recordings, bad input, and a writer killed mid-run."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+from tdmpc_ros.config import load_config
+from tdmpc_ros.data.bags import BagEpisodeAssembler, OnlineBagWriter, read_episodes, write_transition_bag
+from tdmpc_ros.data.episode import Episode
+from tdmpc_ros.data.transitions import episode_messages
+from tdmpc_ros.data.typestore import TRANSITION, typestore
+from tdmpc_ros.kinematics import ArmKinematics
+from tdmpc_ros.task import ReachTask
+
+CFG = load_config()
+OBS, ACT = CFG.model.obs_dim, CFG.model.action_dim
+
+
+def make_episodes(seed: int, lengths, obs_dim: int = OBS) -> list[Episode]:
+    rng = np.random.default_rng(seed)
+    return [Episode(100 + i, rng.normal(size=(n + 1, obs_dim)), rng.uniform(-1, 1, (n, ACT)), rng.normal(size=n),
+                    terminated=i % 2 == 0, truncated=i % 2 == 1) for i, n in enumerate(lengths)]
+
+
+def assert_same(loaded: list[Episode], expected: list[Episode]) -> None:
+    assert len(loaded) == len(expected)
+    key = lambda e: (e.episode_id, float(e.observations[0, 0]))
+    for got, want in zip(sorted(loaded, key=key), sorted(expected, key=key)):
+        assert got.episode_id == want.episode_id
+        assert np.array_equal(got.observations, want.observations)
+        assert np.array_equal(got.actions, want.actions)
+        assert np.array_equal(got.rewards, want.rewards)
+        assert (got.terminated, got.truncated) == (want.terminated, want.truncated)
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_transition_bag_round_trip_is_exact(tmp_path, storage):
+    episodes = make_episodes(0, [5, 9, 3, 12])
+    episodes[1].stamps_ns = 1_000_000_000 + 7 * np.arange(9, dtype=np.int64)
+    write_transition_bag(tmp_path / "bag", episodes, storage=storage)
+    report = read_episodes([tmp_path], CFG)
+    assert not report.skipped and not report.notes, report.summary()
+    assert_same(report.episodes, episodes)
+    by_id = {e.episode_id: e for e in report.episodes}
+    assert np.array_equal(by_id[101].stamps_ns, episodes[1].stamps_ns)
+    synthesised = np.concatenate([by_id[i].stamps_ns for i in (100, 102, 103)])
+    assert (np.diff(synthesised) > 0).all()  # synthesised stamps increase across episodes
+    assert "loaded 4 episodes (29 steps, 2 ended in success)" in report.summary()
+
+
+def test_assembler_builds_live_episodes_and_reports_bad_ones():
+    good, bad = make_episodes(1, [4, 4])
+    assembler = BagEpisodeAssembler(CFG, source="live")
+    messages = list(episode_messages(good, np.arange(1, 5)))
+    bad_messages = list(episode_messages(bad, np.arange(1, 5)))
+    del bad_messages[2]  # a lost message
+    completed = []
+    for msg in messages[:2] + bad_messages + messages[2:]:
+        completed += assembler.add(msg)
+    assert_same(completed, [good])
+    assert assembler.problems() == ["live: episode 101 skipped: gap in step indices: step 1 is followed by step 3"]
+    assert assembler.problems() == []  # drained
+
+
+def write_messages(path, topic: str, msgtype: str, messages, store=None, storage="mcap") -> None:
+    store = store or typestore()
+    with Writer(path, version=9, storage_plugin=StoragePlugin[storage.upper()]) as writer:
+        conn = writer.add_connection(topic, msgtype, typestore=store)
+        for stamp, msg in messages:
+            writer.write(conn, stamp, store.serialize_cdr(msg, msgtype))
+
+
+def test_bad_inputs_each_give_one_message_and_good_data_still_loads(tmp_path):
+    root = tmp_path / "demos"
+    good = make_episodes(2, [6, 6])
+    write_transition_bag(root / "good", good)
+    write_transition_bag(root / "small_obs", make_episodes(3, [5], obs_dim=OBS - 3))
+    nan = make_episodes(4, [5, 5])
+    nan[0].observations[3, 2] = np.nan
+    write_transition_bag(root / "nan", nan, storage="sqlite3")
+    gap = make_episodes(5, [6, 4])
+    messages = [m for ep in gap for m in episode_messages(ep, np.arange(1, len(ep) + 1))]
+    del messages[3]
+    write_messages(root / "gap", "/transitions", TRANSITION, [(i + 1, m) for i, m in enumerate(messages)])
+    other = get_typestore(Stores.EMPTY)  # a store that knows a message type this package does not
+    other.register(get_types_from_msg("float64 x", "other_pkg/msg/Thing"))
+    write_messages(root / "unknown_type", "/transitions", "other_pkg/msg/Thing",
+                   [(1, other.types["other_pkg/msg/Thing"](x=1.0))], store=other)
+    chatter = typestore().types["std_msgs/msg/String"]
+    write_messages(root / "no_topic", "/chatter", "std_msgs/msg/String", [(1, chatter(data="hi"))])
+    write_messages(root / "empty", "/transitions", TRANSITION, [])
+    (root / "zero_bytes").mkdir()
+    (root / "zero_bytes" / "zero_bytes.mcap").write_bytes(b"")
+
+    report = read_episodes([root, tmp_path / "missing"], CFG)
+    assert_same(report.episodes, good + [gap[1], nan[1]])
+    lines = [str(item) for item in report.skipped]
+    text = report.summary()
+    expected = {
+        "small_obs": f"[/transitions]: episode 100: observation has {OBS - 3} values but the config's "
+                     f"model.obs_dim is {OBS}",
+        "nan": "[/transitions]: episode 100: NaN/inf in observation at step 3",
+        "gap": "[/transitions]: episode 100: gap in step indices: step 2 is followed by step 4",
+        "unknown_type": "[/transitions]: unknown message type other_pkg/msg/Thing",
+        "no_topic": f"no {TRANSITION} topic, and not a raw recording",
+        "empty": "[/transitions]: no messages on this topic",
+        "zero_bytes": "cannot open:",
+        "missing": "does not exist",
+    }
+    for name, message in expected.items():
+        matching = [line for line in lines if f"/{name}" in line.split(":")[0] and message in line]
+        assert len(matching) == 1, (name, lines)
+        assert matching[0] in text
+    assert len(lines) == len(expected), lines
+
+
+def test_truncated_mcap_keeps_what_precedes_the_damage(tmp_path):
+    episodes = make_episodes(6, [5, 5, 5, 5])
+    with OnlineBagWriter(tmp_path, flush_every_s=0.0) as writer:  # one chunk per message
+        for ep in episodes:
+            for msg in episode_messages(ep, np.arange(1, len(ep) + 1) + 100 * ep.episode_id):
+                writer.write(msg)
+    mcap = writer.paths[0] / f"{writer.paths[0].name}.mcap"
+    data = mcap.read_bytes()
+    mcap.write_bytes(data[:int(len(data) * 0.55)])
+    report = read_episodes(tmp_path, CFG)
+    assert_same([e for e in report.episodes if e.episode_id in (100, 101)], episodes[:2])
+    assert len(report.episodes) < 4
+    assert [str(s) for s in report.skipped][0].startswith(f"{mcap}: corrupt or truncated after ")
+
+
+KILLED_WRITER = """
+import sys, time, numpy as np
+from tdmpc_ros.data.episode import Episode
+from tdmpc_ros.data.bags import OnlineBagWriter
+from tdmpc_ros.data.transitions import episode_messages
+data = np.load(sys.argv[1])
+writer = OnlineBagWriter(sys.argv[2], storage=sys.argv[3], flush_every_s=3600)
+for i in range(4):
+    ep = Episode(i, data[f"obs{i}"], data[f"act{i}"], data[f"rew{i}"], terminated=True)
+    msgs = list(episode_messages(ep, np.arange(1, len(ep) + 1) + 1000 * i))
+    for msg in msgs if i < 3 else msgs[:3]:
+        writer.write(msg)
+    if i == 2:
+        writer.flush()
+print("ready", flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_sigkilled_online_writer_bag_reads_up_to_the_flushed_tail(tmp_path, storage):
+    episodes = make_episodes(7, [4, 6, 5, 8])
+    for ep in episodes:
+        ep.terminated, ep.truncated = True, False
+    np.savez(tmp_path / "eps.npz", **{f"{k}{i}": getattr(ep, name) for i, ep in enumerate(episodes)
+                                       for k, name in (("obs", "observations"), ("act", "actions"),
+                                                       ("rew", "rewards"))})
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(tmp_path / "eps.npz"),
+                             str(tmp_path / "online"), storage], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not list((tmp_path / "online").glob("*/metadata.yaml"))  # it never closed its bag
+    report = read_episodes(tmp_path / "online", CFG)
+    assert not report.skipped, report.summary()
+    for ep, episode_id in zip(episodes, range(4)):
+        ep.episode_id = episode_id
+    assert_same(report.episodes, episodes[:3])  # everything up to the flush; the unflushed tail is lost
+
+
+def synthetic_recording(kin: ArmKinematics, command_type: str):
+    """Joint states at 100 Hz (names shuffled, plus a gripper), commands near 20 Hz, two goals."""
+    names = list(CFG.task.joint_names)
+    order = [6, 2, 0, 5, 1, 3, 4]
+    home = np.array(CFG.sim.home)
+    q_of = lambda t: home + 0.2 * np.sin(0.8 * min(t, 2.5) + np.arange(7)) * min(t, 2.5)  # still after 2.5 s
+    qd_of = lambda t: np.cos(np.arange(7) + t)
+    states = [(int(k * 10e6), q_of(k * 0.01), qd_of(k * 0.01)) for k in range(400)]
+    commands = [(int(1e9 + j * 50e6 + (7e6 if j % 2 else 0)), q_of(1.0 + j * 0.05) + 0.01 * j)
+                for j in range(50)]
+    goals = [(int(0.5e9), np.array([0.45, -0.2, 0.5])), (int(2.2e9), kin.fk(q_of(2.5)))]
+    store = typestore()
+    T = store.types
+    stamp = lambda ns: T["builtin_interfaces/msg/Time"](sec=ns // 10**9, nanosec=ns % 10**9)
+    header = lambda ns: T["std_msgs/msg/Header"](stamp=stamp(ns), frame_id="base")
+    joint_msgs = [(t, T["sensor_msgs/msg/JointState"](
+        header=header(t), name=[names[i] for i in order] + ["gripper"], position=np.append(q[order], 0.02),
+        velocity=np.append(qd[order], 0.0), effort=np.zeros(0))) for t, q, qd in states]
+    goal_msgs = [(t, T["geometry_msgs/msg/PointStamped"](header=header(t), point=T["geometry_msgs/msg/Point"](
+        x=g[0], y=g[1], z=g[2]))) for t, g in goals]
+    if command_type == "float64_multi_array":
+        topic, msgtype = "/forward_position_controller/commands", "std_msgs/msg/Float64MultiArray"
+        layout = T["std_msgs/msg/MultiArrayLayout"](dim=[], data_offset=0)
+        command_msgs = [(t, T[msgtype](layout=layout, data=c)) for t, c in commands]
+    else:
+        topic, msgtype = "/joint_command", "sensor_msgs/msg/JointState"
+        command_msgs = [(t, T[msgtype](header=header(t), name=[names[i] for i in order], position=c[order],
+                                       velocity=np.zeros(0), effort=np.zeros(0))) for t, c in commands]
+    return states, commands, goals, [("/joint_states", "sensor_msgs/msg/JointState", joint_msgs),
+                                     (topic, msgtype, command_msgs),
+                                     ("/goal", "geometry_msgs/msg/PointStamped", goal_msgs)]
+
+
+def expected_raw_episodes(kin, states, commands, goals) -> list[Episode]:
+    task, scale = ReachTask(CFG.task), CFG.task.action_scale
+    episodes = []
+    for index, (start, goal) in enumerate(goals):
+        end = goals[index + 1][0] if index + 1 < len(goals) else np.inf
+        cmds = [(t, c) for t, c in commands if start <= t < end]
+        # state at or before t: states are every 10 ms from 0
+        obs, ees = [], []
+        for t, _ in cmds:
+            _, q, qd = states[int(t // 10_000_000)]
+            ees.append(kin.fk(q))
+            obs.append(task.observation(q, qd, ees[-1], goal))
+        previous = np.clip(states[int(cmds[0][0] // 10_000_000)][1], kin.safe_lower, kin.safe_upper)
+        actions = []
+        for _, c in cmds:
+            actions.append(np.clip((c - previous) / scale, -1, 1))
+            previous = c
+        rewards, streak, steps = [], 0, len(cmds) - 1
+        for k in range(1, len(cmds)):
+            rewards.append(-np.linalg.norm(goal - ees[k]))
+            streak = streak + 1 if np.linalg.norm(goal - ees[k]) <= CFG.task.success_radius else 0
+            if streak >= CFG.task.success_hold_steps:
+                steps = k
+                break
+        episodes.append(Episode(index, np.stack(obs[:steps + 1]), np.stack(actions[:steps]), rewards[:steps],
+                                terminated=steps < len(cmds) - 1, truncated=steps == len(cmds) - 1))
+    return episodes
+
+
+@pytest.mark.parametrize("command_type", ["float64_multi_array", "joint_state"])
+def test_raw_recording_rebuilds_the_controllers_transitions_exactly(tmp_path, command_type):
+    kin = ArmKinematics(CFG.task)
+    try:
+        states, commands, goals, topics = synthetic_recording(kin, command_type)
+        with Writer(tmp_path / "raw", version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+            store = typestore()
+            conns = {topic: writer.add_connection(topic, msgtype, typestore=store) for topic, msgtype, _ in topics}
+            stream = sorted((t, topic, msgtype, msg) for topic, msgtype, msgs in topics for t, msg in msgs)
+            for t, topic, msgtype, msg in stream:
+                writer.write(conns[topic], t, store.serialize_cdr(msg, msgtype))
+        report = read_episodes(tmp_path / "raw", CFG, kinematics=kin)
+        expected = expected_raw_episodes(kin, states, commands, goals)
+    finally:
+        kin.close()
+    assert [(e.terminated, len(e)) for e in expected] == [(False, 23), (True, 4)]  # the second one succeeds
+    assert not report.skipped, report.summary()
+    assert_same(report.episodes, expected)
+    assert np.array_equal(report.episodes[0].stamps_ns, [t for t, _ in commands[:23]])
+
+
+def test_crashed_bag_copy_without_metadata_reads_and_folder_of_many_bags(tmp_path):
+    episodes = make_episodes(8, [3, 4, 5])
+    for i, ep in enumerate(episodes):
+        write_transition_bag(tmp_path / "many" / f"sub{i % 2}" / f"bag{i}", [ep], storage=["mcap", "sqlite3"][i % 2])
+    shutil.copytree(tmp_path / "many" / "sub0" / "bag0", tmp_path / "loose")
+    (tmp_path / "loose" / "metadata.yaml").unlink()
+    report = read_episodes([tmp_path / "many", tmp_path / "loose"], CFG)
+    assert_same(report.episodes, [episodes[0], episodes[0], episodes[1], episodes[2]])
+    assert len(report.loaded_from) == 4
