@@ -1,0 +1,217 @@
+"""Arm node: the PyBullet arm behind ROS 2 joint interfaces, running the reach task's episodes.
+
+Publishes   joint_states (JointState; sim.joint_state_rate_hz in real time, once per command in lockstep),
+            goal (PointStamped, latched: one per episode, in the URDF base frame)
+Subscribes  joint position targets, like ros2_control / Isaac Sim: <sim.controller_name>/commands
+            (Float64MultiArray), joint_trajectory_controller/joint_trajectory (JointTrajectory, first point),
+            joint_command (JointState). Bad commands are dropped (logged, counted) and the last target held.
+Services    reset (Trigger): a new episode now.
+
+Real time: physics runs on a fixed 1/sim.physics_hz grid kept level with the wall clock; it is brought up to
+now before each command is applied and before each joint state is published, so every command acts from the
+physics step at which it arrived. Lockstep (sim.lockstep): each command received (valid or dropped) advances
+exactly one control period, then the joint state is published.
+An episode's clock starts at its first command; it ends on a held success or at the step limit, and the arm
+resets itself (home pose plus noise, new goal). In lockstep the final state of an episode is published before
+the reset, then the new goal, then the new episode's first state.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import rclpy
+from geometry_msgs.msg import PointStamped
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+from tdmpc_ros import topics
+from tdmpc_ros.config import ConfigError
+from tdmpc_ros.nodes import qos
+from tdmpc_ros.nodes.params import declare_config
+from tdmpc_ros.sim.arm import Arm
+from tdmpc_ros.task import EpisodeTracker, ReachTask
+
+LOCKSTEP_HEARTBEAT_S = 1.0  # lockstep: repeat the state while no command came yet, for late-joining controllers
+MAX_BACKLOG_S = 0.1  # real time: physics further behind than this skips ahead instead of catching up
+LOG_THROTTLE_S = 2.0
+
+
+class ArmNode(Node):
+    def __init__(self):
+        super().__init__("arm")
+        self.cfg = declare_config(self)
+        task, sim = self.cfg.task, self.cfg.sim
+        if sim.joint_state_rate_hz <= 0:
+            raise ConfigError(f"sim.joint_state_rate_hz must be positive, got {sim.joint_state_rate_hz}")
+        self.rng = np.random.default_rng(sim.seed)
+        self.arm = Arm(task, sim, self.rng)
+        self.task = ReachTask(task)
+        self.tracker = EpisodeTracker(task)
+        self.names = list(task.joint_names)
+        self.index = {name: i for i, name in enumerate(self.names)}
+        self.lockstep = sim.lockstep
+        self.goal = np.zeros(3)
+        self.episodes = self.successes = self.dropped = 0
+
+        self.state_pub = self.create_publisher(JointState, topics.JOINT_STATES, qos.STATE)
+        self.goal_pub = self.create_publisher(PointStamped, topics.GOAL, qos.LATCHED)
+        float_topic = f"{sim.controller_name}/commands"
+        self.create_subscription(Float64MultiArray, float_topic,
+                                 lambda msg: self.on_command(float_topic, *self.from_array(msg)), qos.STATE)
+        self.create_subscription(JointTrajectory, topics.COMMAND_TOPICS["joint_trajectory"],
+                                 self.on_trajectory, qos.STATE)
+        self.create_subscription(JointState, topics.COMMAND_TOPICS["joint_state"], self.on_joint_command,
+                                 qos.STATE)
+        self.create_service(Trigger, topics.SIM_RESET, self.on_reset)
+
+        if self.lockstep:
+            self.create_timer(LOCKSTEP_HEARTBEAT_S, self.on_heartbeat)
+        else:
+            self.clock_start = time.monotonic()
+            self.physics_steps = 0
+            self.create_timer(1.0 / sim.joint_state_rate_hz, self.on_state_timer)
+        self.start_episode()
+        self.get_logger().info(
+            f"arm: {task.robot}, {sim.physics_hz:g} Hz physics, control period 1/{task.control_rate_hz:g} s, "
+            f"{'lockstep' if self.lockstep else f'real time, joint states at {sim.joint_state_rate_hz:g} Hz'}, "
+            f"commands on {float_topic}, {topics.COMMAND_TOPICS['joint_trajectory']}, "
+            f"{topics.COMMAND_TOPICS['joint_state']}")
+
+    # -- commands -----------------------------------------------------------------------------------------
+    def from_array(self, msg: Float64MultiArray) -> tuple[np.ndarray | None, str]:
+        if len(msg.data) != len(self.names):
+            return None, f"{len(msg.data)} values for {len(self.names)} joints"
+        return np.asarray(msg.data, np.float64), ""
+
+    def from_named(self, names, positions) -> tuple[np.ndarray | None, str]:
+        """Positions in our joint order from a named command; every controlled joint exactly once."""
+        names = list(names)
+        if len(names) != len(positions):
+            return None, f"{len(names)} joint names but {len(positions)} positions"
+        unknown = [name for name in names if name not in self.index]
+        if unknown:
+            return None, f"unknown joint names {unknown} (controlled: {self.names})"
+        if sorted(names) != sorted(self.names):
+            return None, f"joint names {names} do not name each of {self.names} once"
+        q = np.empty(len(self.names))
+        q[[self.index[name] for name in names]] = positions
+        return q, ""
+
+    def on_trajectory(self, msg: JointTrajectory) -> None:
+        topic = topics.COMMAND_TOPICS["joint_trajectory"]
+        if not msg.points:
+            self.on_command(topic, None, "trajectory without points")
+        else:
+            self.on_command(topic, *self.from_named(msg.joint_names, msg.points[0].positions))
+
+    def on_joint_command(self, msg: JointState) -> None:
+        self.on_command(topics.COMMAND_TOPICS["joint_state"], *self.from_named(msg.name, msg.position))
+
+    def on_command(self, topic: str, q: np.ndarray | None, reason: str) -> None:
+        if q is not None and not np.all(np.isfinite(q)):
+            q, reason = None, "non-finite value"
+        if q is None:
+            self.dropped += 1
+            self.get_logger().warning(f"{topic}: dropped command ({reason}); holding the last target "
+                                      f"({self.dropped} dropped so far)", throttle_duration_sec=LOG_THROTTLE_S)
+        else:
+            if not self.lockstep:
+                self.advance_to_now()  # the command acts from the physics step at which it arrived
+            self.arm.set_target(q)
+        if self.lockstep:
+            self.arm.step_control_period()
+            ended = self.task_tick()
+            self.publish_state()
+            if ended:
+                self.start_episode()
+
+    # -- time ---------------------------------------------------------------------------------------------
+    def on_state_timer(self) -> None:
+        self.advance_to_now()
+        self.publish_state()
+
+    def advance_to_now(self) -> None:
+        """Step physics up to the wall clock; a tick of the task after every control period commanded."""
+        hz = self.cfg.sim.physics_hz
+        due = int((time.monotonic() - self.clock_start) * hz) - self.physics_steps
+        if due > MAX_BACKLOG_S * hz:
+            self.get_logger().warning(f"physics {due / hz:.3f} s behind real time: skipping ahead",
+                                      throttle_duration_sec=LOG_THROTTLE_S)
+            self.physics_steps += due - 1
+            due = 1
+        for _ in range(max(due, 0)):
+            self.arm.step()
+            self.physics_steps += 1
+            if self.arm.commanded and self.arm.steps % self.arm.n_substeps == 0 and self.task_tick():
+                self.start_episode()
+
+    def on_heartbeat(self) -> None:
+        if not self.arm.commanded:
+            self.publish_state()
+
+    # -- episodes -----------------------------------------------------------------------------------------
+    def task_tick(self) -> bool:
+        """One control step of the episode; logs and counts it when it ends. Returns whether it ended."""
+        ee = self.arm.ee_position()
+        terminated, truncated = self.tracker.step(self.task.within_radius(ee, self.goal))
+        if terminated or truncated:
+            self.finish_episode("success" if terminated else "step limit", self.task.distance(ee, self.goal))
+        return terminated or truncated
+
+    def finish_episode(self, outcome: str, distance: float) -> None:
+        self.successes += outcome == "success"
+        self.get_logger().info(
+            f"episode {self.episodes}: {outcome} after {self.tracker.steps} steps, final distance {distance:.3f} m "
+            f"({self.successes}/{self.episodes} successes)")
+
+    def start_episode(self) -> None:
+        """Home pose plus noise, held until the first command; a new goal, published latched."""
+        self.arm.reset(self.rng)
+        self.tracker.reset()
+        self.goal = self.task.sample_goal(self.rng)
+        self.episodes += 1
+        msg = PointStamped()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.frame_id = self.arm.arm.base_link
+        msg.point.x, msg.point.y, msg.point.z = (float(v) for v in self.goal)
+        self.goal_pub.publish(msg)
+        if self.lockstep:
+            self.publish_state()
+
+    def on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        self.finish_episode("reset on request", self.task.distance(self.arm.ee_position(), self.goal))
+        self.start_episode()
+        response.success = True
+        response.message = f"episode {self.episodes}, goal {np.round(self.goal, 3).tolist()}"
+        return response
+
+    def publish_state(self) -> None:
+        q, qd, effort = self.arm.measured()
+        msg = JointState(name=self.names, position=q.tolist(), velocity=qd.tolist(), effort=effort.tolist())
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.state_pub.publish(msg)
+
+    def destroy_node(self) -> None:
+        self.arm.close()
+        super().destroy_node()
+
+
+def main(args=None) -> None:
+    try:
+        with rclpy.init(args=args):
+            node = ArmNode()
+            try:
+                rclpy.spin(node)
+            finally:
+                node.destroy_node()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+
+
+if __name__ == "__main__":
+    main()
