@@ -159,8 +159,9 @@ def test_env_truncates_at_the_step_limit():
     env.close()
 
 
-def test_scripted_expert_succeeds_in_at_least_90_percent_of_episodes():
-    env = ReachEnv(Config())
+@pytest.mark.parametrize("robot", ["kuka_iiwa", "panda"])
+def test_scripted_expert_succeeds_in_at_least_90_percent_of_episodes(robot):
+    env = ReachEnv(load_config(None, robot_overrides(robot)))
     expert = ScriptedExpert(env.kinematics, env.cfg.task, noise=0.1, rng=np.random.default_rng(0))
     episodes = [collect_episode(env, lambda obs, info: expert.act(env.goal, info["q"], env.target), i,
                                 seed=100 if i == 0 else None)[0] for i in range(20)]
@@ -169,3 +170,17 @@ def test_scripted_expert_succeeds_in_at_least_90_percent_of_episodes():
     assert success_rate >= 0.9
     assert len({tuple(np.round(e.observations[0, -6:-3], 4)) for e in episodes}) == 20  # 20 different goals
     env.close()
+
+
+def test_demos_command_writes_one_readable_bag_per_episode(tmp_path, capsys):
+    from tdmpc_ros.cli.main import main
+    from tdmpc_ros.data.bags import read_episodes
+
+    out = tmp_path / "demos"
+    assert main(["demos", "--episodes", "3", "--out", str(out), "--storage", "sqlite3", "--seed", "4"]) == 0
+    assert "expert success rate 1.000 (3/3)" in capsys.readouterr().out
+    report = read_episodes([out], Config())
+    assert len(report.episodes) == 3 and not report.skipped
+    assert all(e.success and np.abs(e.actions).max() <= 1.0 for e in report.episodes)
+    with pytest.raises(SystemExit, match="already exists"):
+        main(["demos", "--episodes", "3", "--out", str(out), "--seed", "4"])
