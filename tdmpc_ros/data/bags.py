@@ -118,157 +118,157 @@ def read_episodes(paths, cfg: Config, kinematics=None) -> LoadReport:
 
     `kinematics` (ArmKinematics of cfg.task) rebuilds raw recordings; built here only if one turns up.
     """
-    report = LoadReport()
-    arm = {"kinematics": kinematics}
+    loader = _Loader(cfg, kinematics)
     try:
         for root in [paths] if isinstance(paths, (str, os.PathLike)) else list(paths):
             root = Path(root)
             if not root.exists():
-                report.skip(root, "", "does not exist")
+                loader.report.skip(root, "", "does not exist")
                 continue
             bags = find_bags(root)
             if not bags:
-                report.skip(root, "", "no rosbag2 bags (metadata.yaml, *.mcap or *.db3) found")
+                loader.report.skip(root, "", "no rosbag2 bags (metadata.yaml, *.mcap or *.db3) found")
             for bag in bags:
                 if bag.is_dir():
-                    _read_bag_dir(bag, report, cfg, arm)
+                    loader.bag_dir(bag)
                 else:
-                    _read_storage(bag, report, cfg, arm)
+                    loader.storage_file(bag)
     finally:
-        if kinematics is None and arm["kinematics"] is not None:
-            arm["kinematics"].close()
-    return report
+        if kinematics is None and loader.kinematics is not None:
+            loader.kinematics.close()
+    return loader.report
 
 
-def _storage_reader(path: Path):
-    return _TolerantMcapReader(path) if path.suffix == ".mcap" else Sqlite3Reader(path)
+class _Loader:
+    """Reads bags one by one into a LoadReport; no exception from a bad file gets past it."""
 
+    def __init__(self, cfg: Config, kinematics):
+        self.cfg = cfg
+        self.kinematics = kinematics
+        self.report = LoadReport()
+        self.store = typestore()
 
-def _read_bag_dir(bag: Path, report: LoadReport, cfg: Config, arm: dict) -> None:
-    reader = Reader(bag)
-    try:
-        reader.open()
-    except Exception as exc:  # unusable metadata or storage: read what the storage files still hold
-        files = sorted(f for f in bag.iterdir() if f.suffix in STORAGE_SUFFIXES)
-        problems = len(report.skipped)
-        for path in files:
-            _read_storage(path, report, cfg, arm)
-        if not files:
-            report.skip(bag, "", f"cannot open bag: {exc}")
-        elif len(report.skipped) == problems:
-            report.note(bag, "", f"bag metadata unusable ({exc}): read its storage files directly")
-        return
-    _read_and_close(bag, reader, report, cfg, arm)
-
-
-def _read_storage(path: Path, report: LoadReport, cfg: Config, arm: dict) -> None:
-    """A loose storage file (no metadata.yaml), e.g. the bag of a writer that was killed."""
-    reader = _storage_reader(path)
-    try:
-        reader.open()
-    except Exception as exc:
-        report.skip(path, "", f"cannot open: {exc}")
-        return
-    _read_and_close(path, reader, report, cfg, arm)
-
-
-def _read_and_close(path: Path, reader, report: LoadReport, cfg: Config, arm: dict) -> None:
-    try:
-        _read_open(path, reader, report, cfg, arm)
-    finally:
+    def bag_dir(self, bag: Path) -> None:
+        reader = Reader(bag)
         try:
-            reader.close()
-        except Exception:
-            pass
+            reader.open()
+        except Exception as exc:  # unusable metadata or storage: read what the storage files still hold
+            files = sorted(f for f in bag.iterdir() if f.suffix in STORAGE_SUFFIXES)
+            problems = len(self.report.skipped)
+            for path in files:
+                self.storage_file(path)
+            if not files:
+                self.report.skip(bag, "", f"cannot open bag: {exc}")
+            elif len(self.report.skipped) == problems:
+                self.report.note(bag, "", f"bag metadata unusable ({exc}): read its storage files directly")
+            return
+        self._read_and_close(bag, reader)
 
+    def storage_file(self, path: Path) -> None:
+        """A storage file without metadata.yaml, e.g. the bag of a writer that was killed."""
+        reader = _TolerantMcapReader(path) if path.suffix == ".mcap" else Sqlite3Reader(path)
+        try:
+            reader.open()
+        except Exception as exc:
+            self.report.skip(path, "", f"cannot open: {exc}")
+            return
+        self._read_and_close(path, reader)
 
-def _read_open(path: Path, reader, report: LoadReport, cfg: Config, arm: dict) -> None:
-    store = typestore()
-    connections = list(reader.connections)
-    if not connections:
-        report.skip(path, "", "empty bag (no topics)")
-        return
-    named = [c for c in connections if c.msgtype == TRANSITION or c.topic.rsplit("/", 1)[-1] == "transitions"]
-    selected = []
-    for conn in named:
-        if conn.msgtype != TRANSITION:
-            report.skip(path, conn.topic, f"unknown message type {conn.msgtype} (expected {TRANSITION})")
-        elif conn.digest and conn.digest != store.hash_rihs01(TRANSITION):
-            report.skip(path, conn.topic, f"{TRANSITION} definition differs from this package's msg/Transition.msg"
-                                          f" (type hash {conn.digest})")
-        else:
-            selected.append(conn)
-    raw = None
-    if not selected and not named:
-        roles = {conn.id: raw_topic_role(conn.topic, conn.msgtype) for conn in connections}
-        raw = RawRecording(cfg.task)
-        selected = [c for c in connections if roles[c.id]]
-        missing = raw.missing_roles({roles[c.id] for c in selected})
+    def _read_and_close(self, path: Path, reader) -> None:
+        try:
+            episodes = self._read(path, reader)
+        finally:
+            try:
+                reader.close()
+            except Exception:
+                pass
+        if episodes:
+            self.report.episodes += episodes
+            self.report.loaded_from[str(path)] = self.report.loaded_from.get(str(path), 0) + len(episodes)
+
+    def _select(self, path: Path, connections) -> tuple[list, RawRecording | None]:
+        """The connections to read: Transition topics if any, else a raw recording's; problems go to the report."""
+        if not connections:
+            self.report.skip(path, "", "empty bag (no topics)")
+            return [], None
+        named = [c for c in connections if c.msgtype == TRANSITION or c.topic.rsplit("/", 1)[-1] == "transitions"]
+        selected = []
+        for conn in named:
+            if conn.msgtype != TRANSITION:
+                self.report.skip(path, conn.topic, f"unknown message type {conn.msgtype} (expected {TRANSITION})")
+            elif conn.digest and conn.digest != self.store.hash_rihs01(TRANSITION):
+                self.report.skip(path, conn.topic, f"{TRANSITION} definition differs from this package's "
+                                                   f"msg/Transition.msg (type hash {conn.digest})")
+            else:
+                selected.append(conn)
+        if named:
+            return selected, None
+        raw = RawRecording(self.cfg.task)
+        selected = [c for c in connections if raw_topic_role(c.topic, c.msgtype)]
+        missing = raw.missing_roles({raw_topic_role(c.topic, c.msgtype) for c in selected})
         if missing:
             topics = ", ".join(f"{c.topic} ({c.msgtype})" for c in connections)
-            report.skip(path, "", f"no {TRANSITION} topic, and not a raw recording: missing {missing}; "
-                                  f"topics: {topics}")
-            return
-    if not selected:
-        return
-    assemblers = {c.topic: BagEpisodeAssembler(cfg, str(path))
-                  for c in selected if raw is None}
-    episodes: list[Episode] = []
-    counts = {c.topic: 0 for c in selected}
-    undecodable: dict[str, tuple[int, str]] = {}
-    try:
-        for conn, timestamp, data in reader.messages(selected):
-            try:
-                msg = store.deserialize_cdr(data, conn.msgtype)
-            except Exception as exc:
-                n, first = undecodable.get(conn.topic, (0, f"{type(exc).__name__}: {exc}"))
-                undecodable[conn.topic] = (n + 1, first)
-                continue
-            counts[conn.topic] += 1
-            if raw is not None:
-                raw.add(raw_topic_role(conn.topic, conn.msgtype), conn.topic, timestamp, msg)
-            else:
-                episodes += assemblers[conn.topic].add(msg)
-    except Exception as exc:  # a torn tail or corrupt record: everything read before it is kept
-        report.skip(path, "", f"corrupt or truncated after {sum(counts.values())} messages "
-                              f"({type(exc).__name__}: {exc}); the messages before it were kept")
-    for topic, (n, first) in undecodable.items():
-        report.skip(path, topic, f"{n} messages could not be decoded (first: {first})")
-    for topic, count in counts.items():
-        if count == 0 and topic not in undecodable:
-            report.skip(path, topic, "no messages on this topic")
-    for topic, assembler in assemblers.items():
-        for episode in assembler.flush():
-            report.note(path, topic, "ended without a final step: kept, marked truncated",
-                        f"episode {episode.episode_id}")
-            episodes.append(episode)
-        for episode_id, reason in assembler.take_errors():
-            report.skip(path, topic, reason, f"episode {episode_id}")
-    if raw is not None:
-        if arm["kinematics"] is None:
+            self.report.skip(path, "", f"no {TRANSITION} topic, and not a raw recording: missing {missing}; "
+                                       f"topics: {topics}")
+            return [], None
+        return selected, raw
+
+    def _read(self, path: Path, reader) -> list[Episode]:
+        selected, raw = self._select(path, list(reader.connections))
+        if not selected:
+            return []
+        assemblers = {c.topic: BagEpisodeAssembler(self.cfg, str(path)) for c in selected if raw is None}
+        episodes: list[Episode] = []
+        counts = {c.topic: 0 for c in selected}
+        undecodable: dict[str, tuple[int, str]] = {}
+        try:
+            for conn, timestamp, data in reader.messages(selected):
+                try:
+                    msg = self.store.deserialize_cdr(data, conn.msgtype)
+                except Exception as exc:
+                    n, first = undecodable.get(conn.topic, (0, f"{type(exc).__name__}: {exc}"))
+                    undecodable[conn.topic] = (n + 1, first)
+                    continue
+                counts[conn.topic] += 1
+                if raw is not None:
+                    raw.add(raw_topic_role(conn.topic, conn.msgtype), conn.topic, timestamp, msg)
+                else:
+                    episodes += assemblers[conn.topic].add(msg)
+        except Exception as exc:  # a torn tail or corrupt record: everything read before it is kept
+            self.report.skip(path, "", f"corrupt or truncated after {sum(counts.values())} messages "
+                                       f"({type(exc).__name__}: {exc}); the messages before it were kept")
+        for topic, (n, first) in undecodable.items():
+            self.report.skip(path, topic, f"{n} messages could not be decoded (first: {first})")
+        for topic, count in counts.items():
+            if count == 0 and topic not in undecodable:
+                self.report.skip(path, topic, "no messages on this topic")
+        for topic, assembler in assemblers.items():
+            for episode in assembler.flush():
+                self.report.note(path, topic, "ended without a final step: kept, marked truncated",
+                                 f"episode {episode.episode_id}")
+                episodes.append(episode)
+            for episode_id, reason in assembler.take_errors():
+                self.report.skip(path, topic, reason, f"episode {episode_id}")
+        return episodes + (self._raw_episodes(path, raw) if raw is not None else [])
+
+    def _raw_episodes(self, path: Path, raw: RawRecording) -> list[Episode]:
+        if self.kinematics is None:
             from tdmpc_ros.kinematics import ArmKinematics
 
-            arm["kinematics"] = ArmKinematics(cfg.task)
-        raw_episodes, problems = raw.episodes(arm["kinematics"], str(path))
+            self.kinematics = ArmKinematics(self.cfg.task)
+        episodes, problems = raw.episodes(self.kinematics, str(path))
         for topic, reason in problems:
-            report.skip(path, topic, reason)
-        episodes += _checked(raw_episodes, cfg, path, report)
-    if episodes:
-        report.episodes += episodes
-        report.loaded_from[str(path)] = report.loaded_from.get(str(path), 0) + len(episodes)
-
-
-def _checked(episodes: list[Episode], cfg: Config, path: Path, report: LoadReport) -> list[Episode]:
-    """Raw episodes whose sizes fit the model (the task config built them, but the model may differ)."""
-    good = []
-    for ep in episodes:
-        if ep.observations.shape[1] != cfg.model.obs_dim or ep.actions.shape[1] != cfg.model.action_dim:
-            report.skip(path, "", f"raw observation/action sizes {ep.observations.shape[1]}/{ep.actions.shape[1]}"
-                                  f" do not match model.obs_dim/action_dim {cfg.model.obs_dim}/"
-                                  f"{cfg.model.action_dim}", f"episode {ep.episode_id}")
-        else:
-            good.append(ep)
-    return good
+            self.report.skip(path, topic, reason)
+        model = self.cfg.model
+        good = []
+        for ep in episodes:  # built for cfg.task: a model config with other sizes cannot use them
+            if (ep.observations.shape[1], ep.actions.shape[1]) != (model.obs_dim, model.action_dim):
+                self.report.skip(path, "", f"raw observation/action sizes {ep.observations.shape[1]}/"
+                                           f"{ep.actions.shape[1]} do not match model.obs_dim/action_dim "
+                                           f"{model.obs_dim}/{model.action_dim}", f"episode {ep.episode_id}")
+            else:
+                good.append(ep)
+        return good
 
 
 def write_transition_bag(path, episodes: Iterable[Episode], storage: str = "mcap",
@@ -291,5 +291,5 @@ def write_transition_bag(path, episodes: Iterable[Episode], storage: str = "mcap
     return Path(path)
 
 
-__all__ = ["BagEpisodeAssembler", "EpisodeError", "LoadReport", "OnlineBagWriter", "ReportItem", "find_bags", "read_episodes",
-           "write_transition_bag"]
+__all__ = ["BagEpisodeAssembler", "EpisodeError", "LoadReport", "OnlineBagWriter", "ReportItem", "find_bags",
+           "read_episodes", "write_transition_bag"]
