@@ -78,6 +78,8 @@ def test_plans_and_emits_transitions_with_applied_actions():
     (lambda: sample(HOME[:6], names=NAMES[:6]), "lacks joints"),
     (lambda: sample(np.where(np.arange(7) == 2, np.nan, HOME)), "NaN"),
     (lambda: sample(np.append(HOME, 0.0), names=NAMES + [NAMES[0]]), "duplicate"),
+    (lambda: sample(HOME + 10.0), "outside the joint limits"),
+    (lambda: sample(HOME, qd=np.full(7, 1e9)), "velocity"),
 ])
 def test_bad_state_holds_reports_once_and_recovers(bad, reason):
     loop = make_loop(ScriptedPlanner([]))

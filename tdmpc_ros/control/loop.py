@@ -17,6 +17,8 @@ from tdmpc_ros.control.stats import LatencyWindow
 from tdmpc_ros.task import EpisodeTracker, ReachTask, apply_action
 
 PLANNING, POLICY_FALLBACK, HOLD, DISABLED = "planning", "policy_fallback", "hold", "disabled"
+POSITION_TOLERANCE = 0.5  # rad beyond the safe limits before a measured position counts as a sensor fault
+MAX_PLAUSIBLE_VELOCITY = 50.0  # rad/s
 
 
 @dataclass
@@ -109,7 +111,7 @@ class ControlLoop:
             self.mode = DISABLED
             return TickResult(None, DISABLED)
         joints = read_joints(sample, self.cfg.task.joint_names, now, self.cfg.controller.state_timeout)
-        fault = joints if isinstance(joints, str) else None
+        fault = joints if isinstance(joints, str) else self._implausible(*joints)
         if fault is None and self.goal is None:
             fault = "no goal received yet"
         log = [line] if (line := self.fault.update(fault)) else []
@@ -140,6 +142,15 @@ class ControlLoop:
         self._pending = (obs, applied)
         self.mode = mode
         return TickResult(target, mode, transition, log)
+
+    def _implausible(self, q: np.ndarray, qd: np.ndarray) -> str | None:
+        """A state no arm can be in is a sensor fault, not something to plan from."""
+        outside = (q < self.lower - POSITION_TOLERANCE) | (q > self.upper + POSITION_TOLERANCE)
+        if outside.any():
+            return f"joint state outside the joint limits: joints {np.flatnonzero(outside).tolist()}"
+        if (np.abs(qd) > MAX_PLAUSIBLE_VELOCITY).any():
+            return f"joint state velocity implausible: above {MAX_PLAUSIBLE_VELOCITY} rad/s"
+        return None
 
     def _close_step(self, obs: np.ndarray, ee: np.ndarray) -> Transition | None:
         """The outcome of the previous tick's action, as a transition; ends the episode when the task says so."""

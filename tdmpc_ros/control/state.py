@@ -29,20 +29,20 @@ def read_joints(sample: JointSample | None, joint_names: list[str], now: float,
     if age > timeout:
         return f"joint state stale: {age:.3f} s old (state_timeout {timeout:.3f} s)"
     if len(sample.names) != len(set(sample.names)):
-        return f"joint state has duplicate joint names {sample.names}"
+        return f"joint state has duplicate joint names: {sample.names}"
     missing = [n for n in joint_names if n not in sample.names]
     if missing:
-        return f"joint state lacks joints {missing} (got {sample.names})"
+        return f"joint state lacks joints: {missing} (got {sample.names})"
     if len(sample.position) != len(sample.names):
-        return f"joint state has {len(sample.position)} positions for {len(sample.names)} names"
+        return f"joint state size mismatch: {len(sample.position)} positions for {len(sample.names)} names"
     if sample.velocity and len(sample.velocity) != len(sample.names):
-        return f"joint state has {len(sample.velocity)} velocities for {len(sample.names)} names"
+        return f"joint state size mismatch: {len(sample.velocity)} velocities for {len(sample.names)} names"
     index = [sample.names.index(n) for n in joint_names]
     q = np.array([sample.position[i] for i in index], np.float64)
     qd = np.array([sample.velocity[i] for i in index], np.float64) if sample.velocity else np.zeros(len(index))
     if not (np.isfinite(q).all() and np.isfinite(qd).all()):
         bad = [joint_names[i] for i in range(len(index)) if not (math.isfinite(q[i]) and math.isfinite(qd[i]))]
-        return f"joint state holds NaN/inf for {bad}"
+        return f"joint state holds NaN/inf: joints {bad}"
     return q, qd
 
 
@@ -54,7 +54,7 @@ class FaultLatch:
         self.count = 0
 
     def update(self, fault: str | None) -> str | None:
-        """Returns a log line when the fault state changes, else None."""
+        """Returns a log line when the fault state changes, else None. A fault's kind is the text before ':'."""
         kind = fault.split(":")[0] if fault else None
         active_kind = self.active.split(":")[0] if self.active else None
         if kind == active_kind:
