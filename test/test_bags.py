@@ -137,6 +137,21 @@ def test_truncated_mcap_keeps_what_precedes_the_damage(tmp_path):
     assert [str(s) for s in report.skipped][0].startswith(f"{mcap}: corrupt or truncated after ")
 
 
+def test_online_writer_rolls_bags_at_episode_ends(tmp_path):
+    episodes = make_episodes(9, [7, 3, 9, 4, 6])
+    with OnlineBagWriter(tmp_path, max_bytes=2000, storage="sqlite3") as writer:
+        for ep in episodes:
+            for msg in episode_messages(ep, np.arange(1, len(ep) + 1) + 100 * ep.episode_id):
+                writer.write(msg)
+    assert writer.count == 29 and len(writer.paths) >= 3
+    report = read_episodes(tmp_path, CFG)
+    assert not report.skipped and not report.notes, report.summary()
+    assert_same(report.episodes, episodes)
+    with OnlineBagWriter(tmp_path) as writer:  # a restarted learner continues the numbering
+        writer.write(next(episode_messages(episodes[0], np.arange(1, 8))))
+    assert writer.paths[0].name == f"online_{len(report.loaded_from):04d}"
+
+
 KILLED_WRITER = """
 import sys, time, numpy as np
 from tdmpc_ros.data.episode import Episode

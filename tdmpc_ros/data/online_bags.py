@@ -15,7 +15,9 @@ BAG_NAME = re.compile(r"online_(\d{4,})$")
 
 
 class OnlineBagWriter:
-    """Appends Transitions to bags `online_0000`, `online_0001`, ... in `folder`, rolling past `max_bytes`.
+    """Appends Transitions to bags `online_0000`, `online_0001`, ... in `folder`.
+
+    A bag is finished at the first episode end past `max_bytes`, so no episode is split across bags.
 
     rosbags' writers keep data in memory until close (MCAP: the open chunk, with the summary and footer
     only written at close; SQLite: one open transaction, metadata.yaml also at close). `write` therefore
@@ -59,7 +61,7 @@ class OnlineBagWriter:
         self._writer.write(self._connection, stamp_ns(msg) if log_stamp_ns is None else log_stamp_ns, data)
         self.count += 1
         self._bytes += len(data)
-        if self._bytes >= self.max_bytes:
+        if self._bytes >= self.max_bytes and (msg.terminated or msg.truncated):
             self._close_bag()
         elif time.monotonic() - self._last_flush >= self.flush_every_s:
             self.flush()
