@@ -9,7 +9,9 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("tdmpc_ros.cli.bench", "benchmarks printing JSON figures"),
     "launch": ("tdmpc_ros.cli.launch", "start the node set of arm.launch.py without launch_ros"),
+    "demo": ("tdmpc_ros.cli.demo", "the main job: learn to reach on the PyBullet arm with sim + controller + learner"),
     "demos": ("tdmpc_ros.cli.demos", "record scripted-expert demonstration bags on the PyBullet arm"),
+    "train": ("tdmpc_ros.cli.train", "train a model offline from demo (and online) bags"),
 }
 
 
