@@ -7,6 +7,7 @@ import importlib
 # name -> (module with add_arguments/run, help)
 BENCHES: dict[str, tuple[str, str]] = {
     "data": ("tdmpc_ros.cli.bench_data", "rosbag write/read throughput and replay sample cost vs buffer size"),
+    "update": ("tdmpc_ros.cli.bench_update", "TD-MPC2 agent updates/s and peak memory on synthetic batches"),
     "control": ("tdmpc_ros.cli.bench_control", "controller node vs PyBullet arm: tick period, plan latency, misses"),
     "sim": ("tdmpc_ros.cli.bench_sim", "ReachEnv steps/s, scripted expert success rate, arm node /joint_states rate"),
 }

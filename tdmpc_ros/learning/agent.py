@@ -1,0 +1,192 @@
+"""The TD-MPC2 agent's learning side: one update = world-model losses, then the policy, then the target.
+
+Batches are time-major as TD-MPC2's: obs [H+1,B,obs_dim], action [H,B,A], reward [H,B,1] and terminated
+[H,B,1] (1.0 where the episode ended by success at that step). RLPD's critic-to-actor ratio adds value-only
+updates between full ones (`train_step`).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from tdmpc_ros.config import Config
+from tdmpc_ros.model import WorldModel
+from tdmpc_ros.model.math import soft_ce
+
+Batch = dict[str, torch.Tensor]
+BATCH_KEYS = ("obs", "action", "reward", "terminated")
+LOSS_KEYS = ("consistency_loss", "reward_loss", "value_loss", "termination_loss", "pi_loss", "total_loss",
+             "grad_norm", "pi_scale")
+
+
+class RunningScale:
+    """Running 5th-95th percentile range of Q values (at least 1): keeps the policy loss scale-free."""
+
+    def __init__(self, tau: float, device: torch.device):
+        self.tau = tau
+        self.value = torch.ones(1, device=device)
+        self._quantiles = torch.tensor([0.05, 0.95], device=device)
+
+    def update(self, x: torch.Tensor) -> None:
+        lo, hi = torch.quantile(x.detach().reshape(x.shape[0], -1), self._quantiles, dim=0)
+        self.value.lerp_(torch.clamp(hi - lo, min=1.0), self.tau)
+
+
+class Agent:
+    """World model, its two Adam optimisers and the policy-loss scale; `train_step` is the entry point."""
+
+    def __init__(self, cfg: Config, device: str | torch.device = "cpu"):
+        torch.manual_seed(cfg.agent.seed)
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.discount = cfg.discount
+        self.model = WorldModel(cfg.model).to(self.device).eval()
+        a, m = cfg.agent, self.model
+        critic = [{"params": m._encoder.parameters(), "lr": a.lr * a.enc_lr_scale},
+                  {"params": list(m._dynamics.parameters()) + list(m._reward.parameters())
+                   + (list(m._termination.parameters()) if m._termination is not None else [])},
+                  {"params": m._qs.parameters()}]
+        self.optim = torch.optim.Adam(critic, lr=a.lr, fused=True)
+        self.pi_optim = torch.optim.Adam(m._pi.parameters(), lr=a.lr, eps=1e-5, fused=True)
+        self._critic_params = [p for group in self.optim.param_groups for p in group["params"]]
+        self._q_params = list(m._qs.parameters())
+        self._pi_params = list(m._pi.parameters())
+        self.scale = RunningScale(a.tau, self.device)
+        self.updates = 0
+
+    # -- batches -----------------------------------------------------------------------------------------
+    def _unpack(self, batch: Batch) -> tuple[torch.Tensor, ...]:
+        missing = [k for k in BATCH_KEYS if k not in batch]
+        if missing:
+            raise KeyError(f"batch is missing {missing}; expected keys {BATCH_KEYS}")
+        obs, action, reward, terminated = (batch[k].to(self.device, torch.float32) for k in BATCH_KEYS)
+        horizon = action.shape[0]
+        if obs.shape[0] != horizon + 1 or reward.shape[:2] != action.shape[:2] or terminated.shape != reward.shape:
+            raise ValueError(f"batch shapes do not fit obs [H+1,B,obs], action/reward/terminated [H,B,.]: obs "
+                             f"{tuple(obs.shape)}, action {tuple(action.shape)}, reward {tuple(reward.shape)}, "
+                             f"terminated {tuple(terminated.shape)}")
+        return obs, action, reward, terminated
+
+    def _rho(self, n: int) -> torch.Tensor:
+        return self.cfg.agent.rho ** torch.arange(n, device=self.device, dtype=torch.float32)
+
+    @torch.no_grad()
+    def _td_target(self, next_z: torch.Tensor, reward: torch.Tensor, terminated: torch.Tensor) -> torch.Tensor:
+        """r + gamma (1 - terminated) min of two random target heads at the policy's next action."""
+        action, _ = self.model.pi(next_z)
+        return reward + self.discount * (1.0 - terminated) * self.model.Q(next_z, action, "min", target=True)
+
+    def _value_loss(self, zs: torch.Tensor, action: torch.Tensor, td: torch.Tensor, rho: torch.Tensor):
+        """Soft-CE of every head against the TD target, rho-weighted over steps, averaged over heads."""
+        qs = self.model.Q(zs, action, "all")  # [num_q, H, B, bins]
+        per_step = soft_ce(qs, td, self.model.bins).mean(dim=(2, 3)).sum(0)  # [H]
+        return (per_step * rho).sum() / (len(rho) * self.cfg.model.num_q)
+
+    # -- updates -----------------------------------------------------------------------------------------
+    def update(self, batch: Batch) -> dict[str, float]:
+        """One full TD-MPC2 update; returns the losses as floats (keys LOSS_KEYS)."""
+        a, model = self.cfg.agent, self.model
+        obs, action, reward, terminated = self._unpack(batch)
+        horizon = action.shape[0]
+        rho = self._rho(horizon)
+        with torch.no_grad():
+            next_z = model.encode(obs[1:])
+            td = self._td_target(next_z, reward, terminated)
+
+        model.train()
+        z = model.encode(obs[0])
+        zs = [z]
+        for t in range(horizon):
+            z = model.next(z, action[t])
+            zs.append(z)
+        zs = torch.stack(zs)  # [H+1, B, latent]
+        consistency = ((zs[1:] - next_z).pow(2).mean(dim=(1, 2)) * rho).sum() / horizon
+        reward_loss = (soft_ce(model.reward(zs[:-1], action), reward, model.bins).mean(dim=(1, 2)) * rho).sum() / horizon
+        value_loss = self._value_loss(zs[:-1], action, td, rho)
+        if model._termination is not None:
+            termination_loss = F.binary_cross_entropy_with_logits(model.termination(zs[1:], unnormalized=True),
+                                                                  terminated)
+        else:
+            termination_loss = zs.new_zeros(())
+        total = (a.consistency_coef * consistency + a.reward_coef * reward_loss + a.value_coef * value_loss
+                 + a.termination_coef * termination_loss)
+        total.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self._critic_params, a.grad_clip_norm, foreach=True)
+        self.optim.step()
+        self.optim.zero_grad(set_to_none=True)
+
+        pi_loss = self._update_pi(zs.detach())
+        model.soft_update_target_Q(a.tau)
+        model.eval()
+        self.updates += 1
+        values = torch.stack([consistency, reward_loss, value_loss, termination_loss, pi_loss, total, grad_norm,
+                              self.scale.value[0]]).detach().cpu().tolist()
+        return dict(zip(LOSS_KEYS, values))
+
+    def _update_pi(self, zs: torch.Tensor) -> torch.Tensor:
+        """Maximise the scaled Q of the policy's actions plus an entropy bonus, through a frozen ensemble."""
+        a, model = self.cfg.agent, self.model
+        model.track_q_grad(False)
+        action, info = model.pi(zs)
+        q = model.Q(zs, action, "avg")
+        self.scale.update(q[0])
+        q = q / self.scale.value
+        pi_loss = (-(a.entropy_coef * info["scaled_entropy"] + q).mean(dim=(1, 2)) * self._rho(len(zs))).mean()
+        pi_loss.backward()
+        torch.nn.utils.clip_grad_norm_(self._pi_params, a.grad_clip_norm, foreach=True)
+        self.pi_optim.step()
+        self.pi_optim.zero_grad(set_to_none=True)
+        model.track_q_grad(True)
+        return pi_loss.detach()
+
+    def update_critic(self, batch: Batch) -> dict[str, float]:
+        """A value-only update: the Q ensemble on latents of the current (frozen) encoder and dynamics.
+
+        RLPD's extra critic steps; the world model and policy are left to the full update.
+        """
+        a, model = self.cfg.agent, self.model
+        obs, action, reward, terminated = self._unpack(batch)
+        horizon = action.shape[0]
+        rho = self._rho(horizon)
+        with torch.no_grad():
+            next_z = model.encode(obs[1:])
+            td = self._td_target(next_z, reward, terminated)
+            z = model.encode(obs[0])
+            zs = [z]
+            for t in range(horizon - 1):
+                z = model.next(z, action[t])
+                zs.append(z)
+            zs = torch.stack(zs)
+        model.train()
+        value_loss = self._value_loss(zs, action, td, rho)
+        (a.value_coef * value_loss).backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self._q_params, a.grad_clip_norm, foreach=True)
+        self.optim.step()
+        self.optim.zero_grad(set_to_none=True)
+        model.soft_update_target_Q(a.tau)
+        model.eval()
+        return {"value_loss": float(value_loss.detach()), "grad_norm": float(grad_norm)}
+
+    def train_step(self, sample_batch: Callable[[], Batch]) -> dict[str, float]:
+        """`critic_actor_ratio` value-only updates, then one full update (whose losses are returned)."""
+        for _ in range(self.cfg.agent.critic_actor_ratio):
+            self.update_critic(sample_batch())
+        return self.update(sample_batch())
+
+    # -- state ---------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optim": self.optim.state_dict(),
+                "pi_optim": self.pi_optim.state_dict(), "scale": self.scale.value.detach().cpu().clone(),
+                "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        missing = [k for k in ("model", "optim", "pi_optim", "scale", "updates") if k not in state]
+        if missing:
+            raise KeyError(f"agent state is missing {missing}")
+        self.model.load_state_dict(state["model"])
+        self.optim.load_state_dict(state["optim"])
+        self.pi_optim.load_state_dict(state["pi_optim"])
+        self.scale.value.copy_(state["scale"])
+        self.updates = int(state["updates"])
