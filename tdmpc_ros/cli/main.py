@@ -12,6 +12,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("tdmpc_ros.cli.demo", "the main job: learn to reach on the PyBullet arm with sim + controller + learner"),
     "demos": ("tdmpc_ros.cli.demos", "record scripted-expert demonstration bags on the PyBullet arm"),
     "train": ("tdmpc_ros.cli.train", "train a model offline from demo (and online) bags"),
+    "export-onnx": ("tdmpc_ros.cli.export_onnx", "write a checkpoint's whole MPPI plan call as one ONNX graph"),
 }
 
 
