@@ -10,6 +10,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "update": ("tdmpc_ros.cli.bench_update", "TD-MPC2 agent updates/s and peak memory on synthetic batches"),
     "control": ("tdmpc_ros.cli.bench_control", "controller node vs PyBullet arm: tick period, plan latency, misses"),
     "sim": ("tdmpc_ros.cli.bench_sim", "ReachEnv steps/s, scripted expert success rate, arm node /joint_states rate"),
+    "plan": ("tdmpc_ros.cli.bench_plan", "MPPI plan-call latency (p50/p99) per preset, backend (torch/onnx) and device"),
 }
 
 
