@@ -111,9 +111,13 @@ def test_fast_mish_matches_mish():
     x = torch.linspace(-60, 60, 100_001)
     assert torch.allclose(mish_fast(x), F.mish(x), atol=1e-5, rtol=1e-5)
     assert torch.isfinite(mish_fast(torch.tensor([1e30, -1e30]))).all()
+    # the training path: same values and gradients as F.mish, and its backward checks numerically
     xg = x.clone().requires_grad_()
-    Mish()(xg).sum().backward()  # the training path has a gradient
-    assert torch.isfinite(xg.grad).all()
+    ref = x.clone().requires_grad_()
+    Mish()(xg).square().sum().backward()
+    F.mish(ref).square().sum().backward()
+    assert torch.allclose(xg.grad, ref.grad, atol=1e-4, rtol=1e-4)
+    torch.autograd.gradcheck(Mish(), torch.linspace(-8, 8, 41, dtype=torch.float64, requires_grad=True))
 
 
 def separate_heads(num_q, in_dim, hidden, out_dim):
@@ -217,5 +221,15 @@ def test_track_q_grad_stops_parameter_grads_not_action_grads():
     model.track_q_grad(False)
     model.Q(z, a, "avg").sum().backward()
     assert a.grad is not None and all(p.grad is None for p in model._qs.parameters())
+    assert model._qs.dropout == 0.0  # as TD-MPC2: no dropout in the ensemble the policy is trained through
     model.track_q_grad(True)
-    assert all(p.requires_grad for p in model._qs.parameters())
+    assert all(p.requires_grad for p in model._qs.parameters()) and model._qs.dropout == model.cfg.dropout
+
+
+def test_info_command_prints_the_counts(capsys):
+    import json
+
+    from tdmpc_ros.cli.main import main
+
+    assert main(["info", "--preset", "5m", "--obs-dim", "18", "--action-dim", "4", "--episodic", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == REFERENCE_COUNTS[0][1]

@@ -7,6 +7,7 @@ import sys
 
 # name -> (module, one-line help). `bench` has its own sub-commands (tdmpc_ros.cli.bench).
 COMMANDS: dict[str, tuple[str, str]] = {
+    "info": ("tdmpc_ros.cli.info", "world-model parameter counts for a preset and observation/action sizes"),
     "bench": ("tdmpc_ros.cli.bench", "benchmarks printing JSON figures"),
     "launch": ("tdmpc_ros.cli.launch", "start the node set of arm.launch.py without launch_ros"),
     "demo": ("tdmpc_ros.cli.demo", "the main job: learn to reach on the PyBullet arm with sim + controller + learner"),

@@ -12,7 +12,7 @@ import io
 import os
 import pickle
 import tempfile
-import zipfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,12 +131,14 @@ def load_checkpoint(path: str | Path, expected_sha256: str | None = None) -> Che
 
 def _unpickle(path: Path, data: bytes) -> Any:
     try:
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about odd pickle protocols before refusing them
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(f"{path}: not a loadable checkpoint: unsafe or foreign pickle payload refused: "
                               f"{str(exc).splitlines()[0]}") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as exc:
-        raise CheckpointError(f"{path}: truncated or unreadable checkpoint: {exc}") from None
+    except Exception as exc:  # torch.load fails on garbage with many exception types
+        raise CheckpointError(f"{path}: truncated or unreadable checkpoint: {type(exc).__name__}: {exc}") from None
 
 
 def check_model_config(ckpt: Checkpoint, model: ModelConfig) -> None:

@@ -20,15 +20,33 @@ def mish_fast(x: torch.Tensor) -> torch.Tensor:
     return x * (n / (n + 2.0))
 
 
-class Mish(nn.Module):
-    """Mish; the fast closed form when no gradient is needed (about 2x faster on CPU), F.mish otherwise.
+class _MishFunction(torch.autograd.Function):
+    """The closed form with a hand-written backward: d/dx = t + x sigmoid(x) (1 - t^2), t = n / (n + 2)."""
 
-    Autograd through the closed form is slower than F.mish's fused backward, so training keeps F.mish.
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        e = torch.exp(x.clamp(max=20.0))
+        n = e * (e + 2.0)
+        t = n.div_(n + 2.0)
+        ctx.save_for_backward(x, t)
+        return x * t
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        x, t = ctx.saved_tensors
+        return torch.addcmul(t, torch.sigmoid(x).mul_(x), t.square().neg_().add_(1.0)).mul_(grad)
+
+
+class Mish(nn.Module):
+    """Mish through the closed form: with no gradient `mish_fast`, with one `_MishFunction`.
+
+    On this CPU (torch 2.13, 1 thread, 1536x128) F.mish takes 5.5 ms forward+backward, the hand-written
+    backward 2.5 ms; forward alone 2.9 ms vs 1.1 ms for 2048x128.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() and x.requires_grad:
-            return F.mish(x)
+            return _MishFunction.apply(x)
         return mish_fast(x)
 
 

@@ -99,8 +99,9 @@ class WorldModel(nn.Module):
         torch._foreach_lerp_(list(self._target_qs.parameters()), list(self._qs.parameters()), tau)
 
     def track_q_grad(self, enable: bool = True) -> None:
-        """Switch gradients of the online Q ensemble (off while the policy is trained through it)."""
+        """Switch gradients and dropout of the online Q ensemble (off while the policy is trained through it)."""
         self._qs.requires_grad_(enable)
+        self._qs.dropout = self.cfg.dropout if enable else 0.0
 
 
 COMPONENTS = ("encoder", "dynamics", "reward", "termination", "qs", "target_qs", "pi")
