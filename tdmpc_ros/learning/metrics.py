@@ -78,7 +78,7 @@ def _number(text) -> float:
 
 
 def plot_learning_curve(csv_path, out_png, x: str = "step", ys: list[str] | None = None,
-                        title: str = "") -> Path:
+                        title: str = "", xlabel: str = "") -> Path:
     """One panel per y column against x (e.g. losses vs updates; success rate and return vs env steps)."""
     import matplotlib
 
@@ -98,7 +98,7 @@ def plot_learning_curve(csv_path, out_png, x: str = "step", ys: list[str] | None
         ax.plot([a for a, _ in points], [b for _, b in points], lw=1.2)
         ax.set_ylabel(y)
         ax.grid(alpha=0.3)
-    axes[-1, 0].set_xlabel(x)
+    axes[-1, 0].set_xlabel(xlabel or x)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
