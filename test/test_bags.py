@@ -13,9 +13,10 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
 from tdmpc_ros.config import load_config
-from tdmpc_ros.data.bags import BagEpisodeAssembler, OnlineBagWriter, read_episodes, write_transition_bag
+from tdmpc_ros.data.bags import read_episodes, write_transition_bag
 from tdmpc_ros.data.episode import Episode
-from tdmpc_ros.data.transitions import episode_messages
+from tdmpc_ros.data.online_bags import OnlineBagWriter
+from tdmpc_ros.data.transitions import BagEpisodeAssembler, episode_messages
 from tdmpc_ros.data.typestore import TRANSITION, typestore
 from tdmpc_ros.kinematics import ArmKinematics
 from tdmpc_ros.task import ReachTask
@@ -155,7 +156,7 @@ def test_online_writer_rolls_bags_at_episode_ends(tmp_path):
 KILLED_WRITER = """
 import sys, time, numpy as np
 from tdmpc_ros.data.episode import Episode
-from tdmpc_ros.data.bags import OnlineBagWriter
+from tdmpc_ros.data.online_bags import OnlineBagWriter
 from tdmpc_ros.data.transitions import episode_messages
 data = np.load(sys.argv[1])
 writer = OnlineBagWriter(sys.argv[2], storage=sys.argv[3], flush_every_s=3600)

@@ -19,9 +19,8 @@ from rosbags.rosbag2.storage_sqlite3 import Sqlite3Reader
 
 from tdmpc_ros.config import Config
 from tdmpc_ros.data.episode import Episode
-from tdmpc_ros.data.online_bags import OnlineBagWriter
 from tdmpc_ros.data.raw import RawRecording, raw_topic_role
-from tdmpc_ros.data.transitions import BagEpisodeAssembler, EpisodeError, episode_messages
+from tdmpc_ros.data.transitions import BagEpisodeAssembler, episode_messages
 from tdmpc_ros.data.typestore import TRANSITION, typestore
 
 STORAGE_SUFFIXES = {".mcap": "mcap", ".db3": "sqlite3"}
@@ -289,7 +288,3 @@ def write_transition_bag(path, episodes: Iterable[Episode], storage: str = "mcap
             for msg, stamp in zip(episode_messages(episode, stamps), stamps):
                 writer.write(conn, int(stamp), store.serialize_cdr(msg, TRANSITION))
     return Path(path)
-
-
-__all__ = ["BagEpisodeAssembler", "EpisodeError", "LoadReport", "OnlineBagWriter", "ReportItem", "find_bags",
-           "read_episodes", "write_transition_bag"]
