@@ -16,7 +16,7 @@ from tdmpc_ros.config import load_config
 from tdmpc_ros.data.bags import read_episodes, write_transition_bag
 from tdmpc_ros.data.episode import Episode
 from tdmpc_ros.data.online_bags import OnlineBagWriter
-from tdmpc_ros.data.transitions import BagEpisodeAssembler, episode_messages
+from tdmpc_ros.data.transitions import BagEpisodeAssembler, bag_message, episode_messages
 from tdmpc_ros.data.typestore import TRANSITION, typestore
 from tdmpc_ros.kinematics import ArmKinematics
 from tdmpc_ros.task import ReachTask
@@ -69,6 +69,30 @@ def test_assembler_builds_live_episodes_and_reports_bad_ones():
     assert_same(completed, [good])
     assert assembler.problems() == ["live: episode 101 skipped: gap in step indices: step 1 is followed by step 3"]
     assert assembler.problems() == []  # drained
+
+
+def test_rclpy_transitions_are_written_byte_identical_to_ros2_serialisation(tmp_path):
+    from rclpy.serialization import serialize_message
+
+    from tdmpc_ros.msg import Transition
+
+    (episode,) = make_episodes(10, [3])
+    msgs = []
+    for t in range(3):
+        msg = Transition(episode_id=episode.episode_id, step=t, observation=episode.observations[t].tolist(),
+                         action=episode.actions[t].tolist(), reward=float(episode.rewards[t]),
+                         next_observation=episode.observations[t + 1].tolist(), terminated=t == 2)
+        msg.header.stamp.sec, msg.header.stamp.nanosec, msg.header.frame_id = 5, 1000 * t, "arm"
+        msgs.append(msg)
+    with OnlineBagWriter(tmp_path) as writer:
+        for msg in msgs:
+            writer.write(msg)
+    store = typestore()
+    ours = bytes(store.serialize_cdr(bag_message(msgs[1]), TRANSITION))
+    assert ours == serialize_message(msgs[1])  # the bag holds what a ROS 2 recorder would have recorded
+    report = read_episodes(tmp_path, CFG)
+    assert_same(report.episodes, [episode])
+    assert list(report.episodes[0].stamps_ns) == [5_000_000_000, 5_000_001_000, 5_000_002_000]
 
 
 def write_messages(path, topic: str, msgtype: str, messages, store=None, storage="mcap") -> None:

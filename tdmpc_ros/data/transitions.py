@@ -81,10 +81,6 @@ class BagEpisodeAssembler:
         self._duplicates: dict[int, int] = {}  # episode_id -> first step index seen twice
         self._errors: list[tuple[int, str]] = []
 
-    @property
-    def pending_steps(self) -> int:
-        return sum(len(steps) for steps in self._open.values())
-
     def add(self, msg) -> list[Episode]:
         """Feed one message; returns the episodes it completes (none, or one, or a cut-short one it restarts)."""
         episode_id, step = int(msg.episode_id), int(msg.step)
