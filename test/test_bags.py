@@ -243,6 +243,13 @@ def synthetic_recording(kin: ArmKinematics, command_type: str):
         topic, msgtype = "/forward_position_controller/commands", "std_msgs/msg/Float64MultiArray"
         layout = T["std_msgs/msg/MultiArrayLayout"](dim=[], data_offset=0)
         command_msgs = [(t, T[msgtype](layout=layout, data=c)) for t, c in commands]
+    elif command_type == "joint_trajectory":
+        topic, msgtype = "/joint_trajectory_controller/joint_trajectory", "trajectory_msgs/msg/JointTrajectory"
+        point = lambda c: T["trajectory_msgs/msg/JointTrajectoryPoint"](
+            positions=c[order], velocities=np.zeros(0), accelerations=np.zeros(0), effort=np.zeros(0),
+            time_from_start=T["builtin_interfaces/msg/Duration"](sec=0, nanosec=50_000_000))
+        command_msgs = [(t, T[msgtype](header=header(t), joint_names=[names[i] for i in order], points=[point(c)]))
+                        for t, c in commands]
     else:
         topic, msgtype = "/joint_command", "sensor_msgs/msg/JointState"
         command_msgs = [(t, T[msgtype](header=header(t), name=[names[i] for i in order], position=c[order],
@@ -281,17 +288,12 @@ def expected_raw_episodes(kin, states, commands, goals) -> list[Episode]:
     return episodes
 
 
-@pytest.mark.parametrize("command_type", ["float64_multi_array", "joint_state"])
+@pytest.mark.parametrize("command_type", ["float64_multi_array", "joint_trajectory", "joint_state"])
 def test_raw_recording_rebuilds_the_controllers_transitions_exactly(tmp_path, command_type):
     kin = ArmKinematics(CFG.task)
     try:
         states, commands, goals, topics = synthetic_recording(kin, command_type)
-        with Writer(tmp_path / "raw", version=9, storage_plugin=StoragePlugin.MCAP) as writer:
-            store = typestore()
-            conns = {topic: writer.add_connection(topic, msgtype, typestore=store) for topic, msgtype, _ in topics}
-            stream = sorted((t, topic, msgtype, msg) for topic, msgtype, msgs in topics for t, msg in msgs)
-            for t, topic, msgtype, msg in stream:
-                writer.write(conns[topic], t, store.serialize_cdr(msg, msgtype))
+        write_recording(tmp_path / "raw", topics)
         report = read_episodes(tmp_path / "raw", CFG, kinematics=kin)
         expected = expected_raw_episodes(kin, states, commands, goals)
     finally:
@@ -300,6 +302,32 @@ def test_raw_recording_rebuilds_the_controllers_transitions_exactly(tmp_path, co
     assert not report.skipped, report.summary()
     assert_same(report.episodes, expected)
     assert np.array_equal(report.episodes[0].stamps_ns, [t for t, _ in commands[:23]])
+
+
+def write_recording(path, topics) -> None:
+    store = typestore()
+    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        conns = {topic: writer.add_connection(topic, msgtype, typestore=store) for topic, msgtype, _ in topics}
+        for t, topic, msgtype, msg in sorted((t, tp, mt, m) for tp, mt, msgs in topics for t, m in msgs):
+            writer.write(conns[topic], t, store.serialize_cdr(msg, msgtype))
+
+
+def test_raw_recording_problems_are_reported(tmp_path):
+    kin = ArmKinematics(CFG.task)
+    try:
+        _, _, _, topics = synthetic_recording(kin, "float64_multi_array")
+        write_recording(tmp_path / "no_goal", topics[:2])
+        topics[1][2][5][1].data = np.full(7, np.nan)  # one command of the first episode
+        write_recording(tmp_path / "nan_command", topics)
+        report = read_episodes(tmp_path, CFG, kinematics=kin)
+    finally:
+        kin.close()
+    lines = [str(item) for item in report.skipped]
+    assert len(lines) == 2, lines
+    assert "/no_goal: no tdmpc_ros/msg/Transition topic, and not a raw recording: missing /goal" in lines[1]
+    assert lines[0].endswith("/nan_command [/forward_position_controller/commands]: 1 commands skipped: "
+                             "command holds NaN/inf")
+    assert [len(e) for e in report.episodes] == [22, 4]  # the bad command is left out, the rest still loads
 
 
 def test_crashed_bag_copy_without_metadata_reads_and_folder_of_many_bags(tmp_path):

@@ -174,8 +174,11 @@ class _Loader:
         self._read_and_close(path, reader)
 
     def _read_and_close(self, path: Path, reader) -> None:
+        episodes = []
         try:
             episodes = self._read(path, reader)
+        except Exception as exc:  # whatever a file holds, the other files still load
+            self.report.skip(path, "", f"unreadable: {type(exc).__name__}: {exc}")
         finally:
             try:
                 reader.close()

@@ -68,16 +68,17 @@ class RawRecording:
             values = np.asarray(msg.data, np.float64)
             if values.shape != (len(self.names),):
                 return f"command has {values.size} values for {len(self.names)} joints"
-            return values
-        if hasattr(msg, "points"):  # JointTrajectory: the first point is the next target
-            if not len(msg.points):
-                return "trajectory without points"
-            names, positions = list(msg.joint_names), list(msg.points[0].positions)
-        else:  # JointState on /joint_command
-            names, positions = list(msg.name), list(msg.position)
-        if len(names) != len(positions) or set(self.names) - set(names):
-            return f"command names {names} do not cover joints {self.names}"
-        return np.array([positions[names.index(n)] for n in self.names], np.float64)
+        else:
+            if hasattr(msg, "points"):  # JointTrajectory: the first point is the next target
+                if not len(msg.points):
+                    return "trajectory without points"
+                names, positions = list(msg.joint_names), list(msg.points[0].positions)
+            else:  # JointState on /joint_command
+                names, positions = list(msg.name), list(msg.position)
+            if len(names) != len(positions) or set(self.names) - set(names):
+                return f"command names {names} do not cover joints {self.names}"
+            values = np.array([positions[names.index(n)] for n in self.names], np.float64)
+        return values if np.isfinite(values).all() else "command holds NaN/inf"
 
     def episodes(self, kinematics, source: str = "") -> tuple[list[Episode], list[tuple[str, str]]]:
         """(episodes, problems as (topic, reason)). `kinematics`: the arm's ArmKinematics (fk, safe limits)."""
