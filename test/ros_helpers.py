@@ -37,18 +37,24 @@ def stop(proc: subprocess.Popen, sig=signal.SIGINT, timeout: float = 10.0) -> in
 
 
 def spin_until(node, predicate, timeout: float, executor=None) -> bool:
-    """Spin `node` until predicate() is true or timeout (s) passes. Returns predicate()."""
-    import rclpy
-
+    """Spin `node` (on an executor of its own context) until predicate() is true or timeout (s) passes."""
+    if executor is None:
+        executor = _executor_for(node)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return True
-        if executor is not None:
-            executor.spin_once(timeout_sec=0.05)
-        else:
-            rclpy.spin_once(node, timeout_sec=0.05)
+        executor.spin_once(timeout_sec=0.02)
     return predicate()
+
+
+def _executor_for(node):
+    from rclpy.executors import SingleThreadedExecutor
+
+    if not hasattr(node, "_test_executor"):
+        node._test_executor = SingleThreadedExecutor(context=node.context)
+        node._test_executor.add_node(node)
+    return node._test_executor
 
 
 def wait_for_publisher(node, topic: str, timeout: float = 20.0) -> bool:

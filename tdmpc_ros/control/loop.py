@@ -74,9 +74,29 @@ class ControlLoop:
 
     # -- inputs -------------------------------------------------------------------------------------------
     def set_planner(self, planner, version: int) -> None:
-        """Swap in a new planner between ticks; the warm start of the old one is dropped with it."""
+        """Use a new planner from the next tick; the warm start of the old one is dropped with it."""
         self.planner = planner
         self.model_version = version
+
+    def install(self, planner, model, version: int) -> bool:
+        """Swap in a new planner, or copy new weights into the current one, between ticks.
+
+        False while a late plan still runs on the worker thread (its weights must not change under it):
+        call again next tick.
+        """
+        if self._plan_future is not None and not self._plan_future.done():
+            return False
+        if planner is not None:
+            self.set_planner(planner, version)
+        else:
+            self.planner.set_model(model)
+            self.model_version = version
+        return True
+
+    @property
+    def model_cfg(self):
+        """The current planner's model config (None before the first model)."""
+        return self.planner.model.cfg if self.planner is not None else None
 
     def set_goal(self, goal) -> list[str]:
         """A new goal starts a new episode (the sim publishes one per episode)."""

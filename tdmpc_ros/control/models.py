@@ -1,4 +1,4 @@
-"""Turning a checkpoint file into a ready planner, off the control thread."""
+"""Turning a checkpoint file into weights the controller can use, off the control thread."""
 from __future__ import annotations
 
 import threading
@@ -6,17 +6,16 @@ from collections.abc import Callable
 
 import numpy as np
 
-from tdmpc_ros.config import Config
+from tdmpc_ros.config import Config, ModelConfig
 
 
 class ModelRejected(Exception):
     """A checkpoint that must not be loaded: the message names the file and the reason."""
 
 
-def load_planner(path: str, sha256: str | None, cfg: Config, seed: int = 0):
-    """Verify and load a checkpoint and build the configured planner (compiled/exported and warmed up)."""
+def load_model(path: str, sha256: str | None, cfg: Config):
+    """Verify and load a checkpoint's world model; (model, discount). Raises ModelRejected."""
     from tdmpc_ros.learning.checkpoint import CheckpointError, agent_from_checkpoint, load_checkpoint
-    from tdmpc_ros.planner import make_planner
 
     try:
         ckpt = load_checkpoint(path, expected_sha256=sha256 or None)
@@ -26,19 +25,34 @@ def load_planner(path: str, sha256: str | None, cfg: Config, seed: int = 0):
     if (model_cfg.obs_dim, model_cfg.action_dim) != (cfg.task.obs_dim, cfg.task.action_dim):
         raise ModelRejected(f"{path}: checkpoint is for obs_dim {model_cfg.obs_dim} / action_dim "
                             f"{model_cfg.action_dim}, this arm needs {cfg.task.obs_dim} / {cfg.task.action_dim}")
-    agent = agent_from_checkpoint(ckpt, device=cfg.planner.device)
-    planner = make_planner(agent.model, cfg.planner, discount=ckpt.config.discount, seed=seed)
-    planner.plan(np.zeros(cfg.task.obs_dim, np.float32))  # warm-up (compile, ORT session) before it is used
+    model = agent_from_checkpoint(ckpt, device=cfg.planner.device).model
+    if not all(bool(np.isfinite(p.detach().cpu().numpy()).all()) for p in model.parameters()):
+        raise ModelRejected(f"{path}: checkpoint holds NaN/inf weights")
+    return model, ckpt.config.discount
+
+
+def build_planner(model, discount: float, cfg: Config, seed: int = 0):
+    """The configured planner over `model`, compiled (or exported) and warmed up before first use."""
+    from tdmpc_ros.planner import make_planner
+
+    planner = make_planner(model, cfg.planner, discount=discount, seed=seed)
+    planner.plan(np.zeros(cfg.task.obs_dim, np.float32))
     planner.reset()
     return planner
 
 
 class ModelLoader:
-    """Loads one checkpoint at a time on its own thread; the newest request wins, stale ones are skipped."""
+    """Loads one checkpoint at a time on its own thread; the newest request wins, stale ones are skipped.
 
-    def __init__(self, cfg: Config, on_ready: Callable[[object, int, str], None],
-                 on_error: Callable[[str], None]):
+    `on_ready(planner, model, version, path)` gets a new planner when none exists yet, the architecture
+    changed or the backend is ONNX (built here, so compiling and exporting never touch the control thread),
+    else just the model, whose weights the controller copies into its torch planner between ticks.
+    """
+
+    def __init__(self, cfg: Config, current_model_cfg: Callable[[], ModelConfig | None],
+                 on_ready: Callable[[object, object, int, str], None], on_error: Callable[[str], None]):
         self.cfg = cfg
+        self.current_model_cfg = current_model_cfg
         self.on_ready = on_ready
         self.on_error = on_error
         self._request: tuple[str, str, int] | None = None
@@ -62,7 +76,12 @@ class ModelLoader:
                 path, sha256, version = self._request
                 self._request = None
             try:
-                self.on_ready(load_planner(path, sha256, self.cfg), version, path)
+                model, discount = load_model(path, sha256, self.cfg)
+                # Torch copies weights in place in microseconds; ONNX re-exports, so it gets a new planner here.
+                if self.cfg.planner.backend == "torch" and self.current_model_cfg() == model.cfg:
+                    self.on_ready(None, model, version, path)
+                else:
+                    self.on_ready(build_planner(model, discount, self.cfg), None, version, path)
             except ModelRejected as exc:
                 self.on_error(f"rejected model v{version}: {exc}")
             except Exception as exc:  # a model that breaks the planner must never take control down

@@ -56,7 +56,7 @@ class ControllerNode(Node):
         self.goal_stamp = 0.0
         self.last_command_time = 0.0
         self.last_tick_time = 0.0
-        self.pending_planner = None  # (planner, version) from the loader thread, swapped in at the next tick
+        self.pending_model = None  # (planner, model, version) from the loader thread, installed between ticks
         self.episode_over_since: float | None = None
 
         self.command_pub = self.create_publisher(
@@ -70,7 +70,8 @@ class ControllerNode(Node):
         self.create_service(SetBool, topics.CONTROLLER_ENABLE, self.on_enable)
         self.create_service(Trigger, topics.CONTROLLER_RESET, self.on_reset)
 
-        self.loader = ModelLoader(self.cfg, self.on_model_ready, self.get_logger().error)
+        self.loader = ModelLoader(self.cfg, lambda: self.loop.model_cfg, self.on_model_ready,
+                                  self.get_logger().error)
         if ccfg.model_path:
             self.loader.request(ccfg.model_path, "", 1)
         if self.lockstep:
@@ -113,8 +114,8 @@ class ControllerNode(Node):
         self.get_logger().info(f"model v{msg.version} announced ({msg.path}); loading in the background")
         self.loader.request(msg.path, msg.sha256, msg.version)
 
-    def on_model_ready(self, planner, version: int, path: str) -> None:
-        self.pending_planner = (planner, version)  # a single reference store: atomic for the tick thread
+    def on_model_ready(self, planner, model, version: int, path: str) -> None:
+        self.pending_model = (planner, model, version)  # one reference store: atomic for the tick thread
         self.get_logger().info(f"model v{version} verified and ready ({path})")
 
     def on_enable(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
@@ -130,10 +131,8 @@ class ControllerNode(Node):
 
     # -- the tick -----------------------------------------------------------------------------------------
     def on_tick(self) -> None:
-        if self.pending_planner is not None:
-            planner, version = self.pending_planner
-            self.pending_planner = None
-            self.loop.set_planner(planner, version)
+        if self.pending_model is not None and self.loop.install(*self.pending_model):
+            self.pending_model = None
         now = self.last_tick_time = time.monotonic()
         state_clock = now
         if self.lockstep and self.sample is not None and self.last_command_time <= self.sample.received:

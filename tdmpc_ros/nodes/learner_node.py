@@ -20,7 +20,9 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 
 from tdmpc_ros import topics
-from tdmpc_ros.data.bags import BagEpisodeAssembler, OnlineBagWriter, read_episodes
+from tdmpc_ros.data.bags import read_episodes
+from tdmpc_ros.data.online_bags import OnlineBagWriter
+from tdmpc_ros.data.transitions import BagEpisodeAssembler
 from tdmpc_ros.learning.checkpoint import file_sha256
 from tdmpc_ros.learning.learner import Learner, Published
 from tdmpc_ros.learning.metrics import MetricsLogger
