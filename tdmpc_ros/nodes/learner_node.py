@@ -95,6 +95,7 @@ class LearnerNode(Node):
                 **{k: round(v, 5) for k, v in learner.last_losses.items()}}
 
     def on_status(self) -> None:
+        self.writer.flush()  # bounds what a crash can lose to the last second, even when no data arrives
         values = self.status()
         self.metrics.log(self.learner.updates, values)
         diag = DiagnosticArray(status=[DiagnosticStatus(
