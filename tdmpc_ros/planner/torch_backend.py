@@ -82,7 +82,6 @@ class Planner:
     def _cuda_graph(self, graph: PlanGraph):
         """Capture the whole plan call over static input buffers (obs, warm start, draws)."""
         inputs = (self._obs, self._warm, *self.source.draws)
-        self.source.fill()
         stream = torch.cuda.Stream(self._tdev)
         stream.wait_stream(torch.cuda.current_stream(self._tdev))
         with torch.cuda.stream(stream), torch.inference_mode():
