@@ -1,6 +1,7 @@
 """The planner object: warm start, seeded draws, and `plan_step` run eagerly, compiled (CPU) or as a CUDA graph."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import time
@@ -17,7 +18,11 @@ log = logging.getLogger("tdmpc_ros.planner")
 
 class Planner:
     """MPPI over a private copy of a world model. Not re-entrant: one `plan` at a time, but `policy_action`
-    may run beside it (the controller's deadline fallback) since it shares no buffers with `plan`."""
+    may run beside it (the controller's deadline fallback) since it shares no buffers with `plan`.
+
+    `cfg.threads` > 0 sets torch's process-wide intra-op thread count (right for a planner's own process);
+    0 leaves it alone (a planner inside a training process).
+    """
 
     backend = "torch"
 
@@ -28,7 +33,8 @@ class Planner:
             raise ValueError(f"planner.device must be cpu or cuda, got {cfg.device!r}")
         self._tdev = self._torch_device(cfg.device)
         self.device = self._tdev.type  # where planning runs: "cpu" or "cuda"
-        torch.set_num_threads(cfg.threads)
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
         action_dim = action_dim or model.cfg.action_dim
         if action_dim != model.cfg.action_dim:
             raise ValueError(f"planner: action_dim {action_dim} != the model's action_dim {model.cfg.action_dim}")
@@ -39,12 +45,15 @@ class Planner:
         self.model = copy.deepcopy(model).to(self._tdev).eval().requires_grad_(False)
         self.source = DrawSource(self.spec, seed, self._tdev)
         self._policy_generator = torch.Generator(self._tdev).manual_seed(seed + 1)
+        # On CUDA the fallback runs on its own stream, so it does not queue behind a plan still running.
+        self._policy_stream = torch.cuda.Stream(self._tdev) if self._tdev.type == "cuda" else None
         self._obs = torch.zeros(self.obs_dim, device=self._tdev)
         self._warm = torch.zeros(self.spec.horizon, action_dim, device=self._tdev)
         # The last call's refitted mean [H, A], elite indices [E] and weights [E] (for diagnostics and tests).
         self.last_mean: np.ndarray | None = None
         self.last_elites: np.ndarray | None = None
         self.last_weights: np.ndarray | None = None
+        self._episode = 0
         self.compile_s = 0.0
         self.compiled = False
         self._setup()
@@ -89,7 +98,8 @@ class Planner:
                 graph(*inputs)
         torch.cuda.current_stream(self._tdev).wait_stream(stream)
         cuda_graph = torch.cuda.CUDAGraph()
-        with torch.inference_mode(), torch.cuda.graph(cuda_graph):
+        # thread_local: an older planner may still be running on another thread while this one captures.
+        with torch.inference_mode(), torch.cuda.graph(cuda_graph, capture_error_mode="thread_local"):
             outputs = graph(*inputs)
 
         def replay(*args):
@@ -106,12 +116,14 @@ class Planner:
     # -- public API -----------------------------------------------------------------------------------------
     def plan(self, obs: np.ndarray, eval_mode: bool = False) -> np.ndarray:
         """MPPI action in [-1, 1], float32 [A]; eval mode returns the elites' weighted mean (no sampling)."""
+        episode = self._episode
         self._obs.copy_(self._as_obs(obs))
         self.source.fill()
         action, mean, elites, weights = self._plan_call()
-        # Warm start of the next call: this plan shifted one step, the last step from zero.
-        self._warm[:-1].copy_(torch.as_tensor(mean[1:], device=self._tdev))
-        self._warm[-1].zero_()
+        if episode == self._episode:  # a reset() during this call wins: no warm start from the old episode
+            # Warm start of the next call: this plan shifted one step, the last step from zero.
+            self._warm[:-1].copy_(torch.as_tensor(mean[1:], device=self._tdev))
+            self._warm[-1].zero_()
         self.last_mean = _numpy(mean)
         self.last_elites = _numpy(elites)
         self.last_weights = _numpy(weights)
@@ -120,7 +132,8 @@ class Planner:
 
     def policy_action(self, obs: np.ndarray, eval_mode: bool = False) -> np.ndarray:
         """The policy prior's action (encode + pi): the cheap fallback when planning misses its deadline."""
-        with torch.inference_mode():
+        stream = torch.cuda.stream(self._policy_stream) if self._policy_stream else contextlib.nullcontext()
+        with stream, torch.inference_mode():
             z = self.model.encode(self._as_obs(obs).unsqueeze(0))
             eps = torch.randn(z.shape[0], self.spec.action_dim, device=self._tdev,
                               generator=self._policy_generator)
@@ -128,7 +141,8 @@ class Planner:
         return _numpy((info["mean"] if eval_mode else action)[0]).astype(np.float32)
 
     def reset(self) -> None:
-        """A new episode: no warm start."""
+        """A new episode: no warm start (also when called while a plan is running on another thread)."""
+        self._episode += 1
         self._warm.zero_()
 
     def set_model(self, model: nn.Module) -> None:
