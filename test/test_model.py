@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from tdmpc_ros.config import MODEL_PRESETS, ModelConfig
 from tdmpc_ros.model import WorldModel, math, parameter_counts
-from tdmpc_ros.model.layers import Mish, QEnsemble, SimNorm, mish_fast, mlp
+from tdmpc_ros.model.layers import Mish, QEnsemble, SimNorm, fast_dropout, mish_fast, mlp
 
 # Official TD-MPC2 5m counts (single task) for two observation/action sizes.
 REFERENCE_COUNTS = [
@@ -118,6 +118,18 @@ def test_fast_mish_matches_mish():
     F.mish(ref).square().sum().backward()
     assert torch.allclose(xg.grad, ref.grad, atol=1e-4, rtol=1e-4)
     torch.autograd.gradcheck(Mish(), torch.linspace(-8, 8, 41, dtype=torch.float64, requires_grad=True))
+
+
+def test_fast_dropout_is_iid_bernoulli_with_rescaling():
+    torch.manual_seed(0)
+    x = torch.ones(2_000_000, requires_grad=True)
+    y = fast_dropout(x, 0.05)
+    dropped = (y == 0).numpy()
+    assert abs(dropped.mean() - 0.05) < 0.001
+    assert abs(dropped[1:][dropped[:-1]].mean() - 0.05) < 0.004  # a drop says nothing about the next entry
+    assert torch.allclose(y[y != 0], torch.tensor(1 / 0.95))
+    y.sum().backward()
+    assert torch.equal(x.grad == 0, y == 0)
 
 
 def separate_heads(num_q, in_dim, hidden, out_dim):

@@ -55,6 +55,9 @@ class Agent:
         self._pi_params = list(m._pi.parameters())
         self.scale = RunningScale(a.tau, self.device)
         self.updates = 0
+        # The loss forwards (and, through AOTAutograd, their backwards) as fused graphs when compiled.
+        self._losses = torch.compile(self._model_losses) if a.compile else self._model_losses
+        self._policy = torch.compile(self._policy_terms) if a.compile else self._policy_terms
 
     # -- batches -----------------------------------------------------------------------------------------
     def _unpack(self, batch: Batch) -> tuple[torch.Tensor, ...]:
@@ -85,17 +88,14 @@ class Agent:
         return (per_step * rho).sum() / (len(rho) * self.cfg.model.num_q)
 
     # -- updates -----------------------------------------------------------------------------------------
-    def update(self, batch: Batch) -> dict[str, float]:
-        """One full TD-MPC2 update; returns the losses as floats (keys LOSS_KEYS)."""
+    def _model_losses(self, obs, action, reward, terminated):
+        """World-model losses on one batch -> (total, [consistency, reward, value, termination], latents)."""
         a, model = self.cfg.agent, self.model
-        obs, action, reward, terminated = self._unpack(batch)
         horizon = action.shape[0]
         rho = self._rho(horizon)
         with torch.no_grad():
             next_z = model.encode(obs[1:])
             td = self._td_target(next_z, reward, terminated)
-
-        model.train()
         z = model.encode(obs[0])
         zs = [z]
         for t in range(horizon):
@@ -112,6 +112,19 @@ class Agent:
             termination_loss = zs.new_zeros(())
         total = (a.consistency_coef * consistency + a.reward_coef * reward_loss + a.value_coef * value_loss
                  + a.termination_coef * termination_loss)
+        return total, torch.stack([consistency, reward_loss, value_loss, termination_loss]), zs
+
+    def _policy_terms(self, zs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Q (mean of two heads) of the policy's actions and their scaled entropy."""
+        action, info = self.model.pi(zs)
+        return self.model.Q(zs, action, "avg"), info["scaled_entropy"]
+
+    def update(self, batch: Batch) -> dict[str, float]:
+        """One full TD-MPC2 update; returns the losses as floats (keys LOSS_KEYS)."""
+        a, model = self.cfg.agent, self.model
+        obs, action, reward, terminated = self._unpack(batch)
+        model.train()
+        total, parts, zs = self._losses(obs, action, reward, terminated)
         total.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self._critic_params, a.grad_clip_norm, foreach=True)
         self.optim.step()
@@ -121,19 +134,17 @@ class Agent:
         model.soft_update_target_Q(a.tau)
         model.eval()
         self.updates += 1
-        values = torch.stack([consistency, reward_loss, value_loss, termination_loss, pi_loss, total, grad_norm,
-                              self.scale.value[0]]).detach().cpu().tolist()
-        return dict(zip(LOSS_KEYS, values))
+        values = torch.cat([parts.detach(), torch.stack([pi_loss, total.detach(), grad_norm, self.scale.value[0]])])
+        return dict(zip(LOSS_KEYS, values.cpu().tolist()))
 
     def _update_pi(self, zs: torch.Tensor) -> torch.Tensor:
         """Maximise the scaled Q of the policy's actions plus an entropy bonus, through a frozen ensemble."""
         a, model = self.cfg.agent, self.model
         model.track_q_grad(False)
-        action, info = model.pi(zs)
-        q = model.Q(zs, action, "avg")
+        q, scaled_entropy = self._policy(zs)
         self.scale.update(q[0])
         q = q / self.scale.value
-        pi_loss = (-(a.entropy_coef * info["scaled_entropy"] + q).mean(dim=(1, 2)) * self._rho(len(zs))).mean()
+        pi_loss = (-(a.entropy_coef * scaled_entropy + q).mean(dim=(1, 2)) * self._rho(len(zs))).mean()
         pi_loss.backward()
         torch.nn.utils.clip_grad_norm_(self._pi_params, a.grad_clip_norm, foreach=True)
         self.pi_optim.step()
