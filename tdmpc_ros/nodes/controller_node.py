@@ -105,7 +105,12 @@ class ControllerNode(Node):
             self.on_tick()
 
     def on_lockstep_kick(self) -> None:
-        if time.monotonic() - self.last_tick_time > LOCKSTEP_KICK_S:
+        """Re-tick while waiting for a model or a goal; after a command, give the arm state_timeout to answer."""
+        now = time.monotonic()
+        answered = self.sample is not None and self.sample.received >= self.last_command_time
+        if not answered and now - self.last_command_time < self.cfg.controller.state_timeout:
+            return
+        if now - self.last_tick_time > LOCKSTEP_KICK_S:
             self.on_lockstep_state()
 
     def on_model_update(self, msg: ModelUpdate) -> None:
@@ -143,7 +148,7 @@ class ControllerNode(Node):
         idle = self.lockstep and (self.loop.planner is None or self.loop.episode_over)
         if result.target is not None and not idle:
             self.command_pub.publish(self.command_message(result))
-            self.last_command_time = now
+            self.last_command_time = time.monotonic()
         if result.transition is not None:
             self.transition_pub.publish(self.transition_message(result.transition))
         self.start_next_episode_if_idle(now)
