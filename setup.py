@@ -3,6 +3,8 @@
 On a ROS 2 install, `colcon build` (CMakeLists.txt) also generates the messages in msg/ and installs the node
 executables, launch, config and models; `make install` does both into .venv.
 """
+from glob import glob
+
 from setuptools import find_packages, setup
 
 setup(
@@ -11,6 +13,8 @@ setup(
     description="Learned latent world-model MPC (TD-MPC2 + MPPI) for robot arms on ROS 2",
     packages=find_packages(include=["tdmpc_ros", "tdmpc_ros.*"]),
     python_requires=">=3.10",
+    # Message definitions (rosbags reads them to decode bags), config, launch file and shipped models.
+    data_files=[(f"share/tdmpc_ros/{folder}", glob(f"{folder}/*.*")) for folder in ("msg", "config", "launch", "models")],
     install_requires=["torch", "numpy", "pyyaml", "tqdm", "matplotlib", "onnx", "pybullet", "gymnasium", "rosbags"],
     entry_points={
         "console_scripts": [
