@@ -1,0 +1,136 @@
+"""`tdmpc-ros bench learn`: the learning benchmark. run_online per seed (sequentially): env steps to 90 %
+success, wall time, the curve as JSON, a CSV (one row per episode per seed) and a PNG (success rate and
+return against env steps, one line per seed).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import tempfile
+from pathlib import Path
+
+TARGET_RATE = 0.9
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1, run one after another")
+    parser.add_argument("--env-steps", type=int, default=10_000, help="online env steps per seed")
+    parser.add_argument("--preset", default=None, help="model size preset (default: the config's)")
+    parser.add_argument("--demos", type=int, default=10, help="scripted-expert demo episodes per seed")
+    parser.add_argument("--eval-every", type=int, default=0,
+                        help="also evaluate the eval-mode planner every N env steps (0: rolling rate only)")
+    parser.add_argument("--eval-episodes", type=int, default=5, help="episodes per evaluation")
+    parser.add_argument("--config", default=None, help="parameter file (default: config/arm.yaml)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--run-dir", default=None, help="folder for each seed's checkpoints (default: a temp dir)")
+    parser.add_argument("--png", default="docs/learning_curve.png", help="learning-curve plot to write")
+    parser.add_argument("--csv", default=None, help="per-episode CSV (default: the PNG's path with .csv)")
+    parser.add_argument("--json", action="store_true", help="print only the JSON object (progress on stderr)")
+
+
+def curve_points(result, every: int = 500) -> list[list[float]]:
+    """[env_steps, rolling success rate] at the first episode past each multiple of `every` steps, and the last."""
+    points, next_mark = [], every
+    for record in result.episodes:
+        if record.env_steps >= next_mark or record is result.episodes[-1]:
+            points.append([record.env_steps, round(record.success_rate, 3)])
+            next_mark = (record.env_steps // every + 1) * every
+    return points
+
+
+def write_csv(path: Path, results) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["seed", "episode", "env_steps", "success", "return", "length", "success_rate", "updates",
+                         "wall_s"])
+        for result in results:
+            for i, r in enumerate(result.episodes):
+                writer.writerow([result.seed, i + 1, r.env_steps, int(r.success), round(r.episode_return, 4),
+                                 r.length, round(r.success_rate, 4), r.updates, round(r.wall_s, 2)])
+
+
+def plot(path: Path, results, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5.4), sharex=True)
+    for result in results:
+        steps = [r.env_steps for r in result.episodes]
+        top.plot(steps, [r.success_rate for r in result.episodes], lw=1.3, label=f"seed {result.seed}")
+        bottom.plot(steps, [r.episode_return for r in result.episodes], lw=1.0, alpha=0.8)
+        if result.evals:
+            top.plot([e.env_steps for e in result.evals], [e.success_rate for e in result.evals], "o", ms=3,
+                     color=top.lines[-1].get_color())
+    top.axhline(TARGET_RATE, color="gray", ls="--", lw=0.8)
+    top.set_ylabel("success rate (last 20 ep.)")
+    top.set_ylim(-0.02, 1.02)
+    top.legend(loc="lower right")
+    bottom.set_ylabel("episode return")
+    bottom.set_xlabel("online env steps")
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    import torch
+
+    from tdmpc_ros.config import config_to_dict, default_config_path, load_config
+    from tdmpc_ros.learning.online_loop import SUCCESS_METRIC, run_online
+
+    if args.seeds < 1 or args.env_steps < 1 or args.demos < 1:
+        raise SystemExit("bench learn: --seeds, --env-steps and --demos must be at least 1")
+    torch.set_num_threads(args.threads)
+    overrides = {"model": {"preset": args.preset}} if args.preset else {}
+    cfg = load_config(args.config or default_config_path(), overrides)
+    out = sys.stderr if args.json else sys.stdout
+
+    def say(text: str) -> None:
+        print(text, file=out, flush=True)
+
+    run_root = Path(args.run_dir) if args.run_dir else Path(tempfile.mkdtemp(prefix="bench_learn_"))
+    results, seeds = [], []
+    for seed in range(args.seeds):
+        def progress(r, seed=seed):
+            say(f"seed {seed}: {r.env_steps:6d}/{args.env_steps} steps  success {int(r.success)}  "
+                f"rate {r.success_rate:.2f}  return {r.episode_return:7.2f}  updates {r.updates}  {r.wall_s:6.0f} s")
+
+        result = run_online(cfg, args.env_steps, seed, run_root / f"seed{seed}", args.demos, args.eval_every,
+                            args.eval_episodes, log=say, on_episode=progress)
+        results.append(result)
+        last = result.episodes[-1]
+        seeds.append({
+            "seed": seed, "env_steps_to_90": result.steps_to(TARGET_RATE), "final_success_rate": last.success_rate,
+            "episodes": len(result.episodes), "wall_s": round(result.wall_s, 1), "time_s": result.time_s,
+            "updates": result.updates, "demo_success_rate": result.demo_success_rate,
+            "checkpoint": result.checkpoint, "curve": curve_points(result),
+            "evals": [[e.env_steps, e.success_rate, round(e.mean_return, 3)] for e in result.evals],
+        })
+        say(f"seed {seed}: done in {result.wall_s:.0f} s; env steps to {TARGET_RATE:.0%}: "
+            f"{seeds[-1]['env_steps_to_90']}")
+    png = Path(args.png)
+    csv_path = Path(args.csv) if args.csv else png.with_suffix(".csv")
+    write_csv(csv_path, results)
+    plot(png, results, f"reach, {cfg.model.preset} preset, {args.demos} demos, {args.seeds} seeds")
+    reached = [s["env_steps_to_90"] for s in seeds]
+    print(json.dumps({
+        "success_metric": SUCCESS_METRIC, "target_rate": TARGET_RATE, "env_steps": args.env_steps,
+        "demos": args.demos, "preset": cfg.model.preset, "seeds": seeds,
+        "all_reached_90": all(r is not None for r in reached),
+        "max_env_steps_to_90": max(reached) if all(r is not None for r in reached) else None,
+        "max_wall_s": max(s["wall_s"] for s in seeds), "png": str(png), "csv": str(csv_path),
+        "cpu_count": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2), "torch_threads": args.threads,
+        "config": {k: config_to_dict(cfg)[k] for k in ("planner", "agent", "task", "learner")},
+    }))
+    return 0
