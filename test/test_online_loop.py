@@ -1,0 +1,69 @@
+"""run_online and `tdmpc-ros bench learn` end to end on tiny settings: real PyBullet, real training, real planner."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from tdmpc_ros.cli.main import main
+from tdmpc_ros.config import load_config
+from tdmpc_ros.learning.checkpoint import load_checkpoint
+from tdmpc_ros.learning.online_loop import ROLLING_WINDOW, run_online
+
+TINY = {
+    "model": {"preset": "small"},
+    "planner": {"num_samples": 32, "iterations": 2, "num_elites": 4, "num_pi_trajs": 4, "compile": False},
+    "agent": {"batch_size": 16, "device": "cpu", "utd_ratio": 1.0},
+    "task": {"max_episode_steps": 30},
+    "learner": {"pretrain_updates": 10, "publish_every": 50, "keep_checkpoints": 2},
+}
+
+
+def test_run_online_trains_on_every_step_and_checkpoints(tmp_path):
+    cfg = load_config(None, TINY)
+    result = run_online(cfg, env_steps=120, seed=3, run_dir=tmp_path, demo_episodes=2, eval_every=60,
+                        eval_episodes=1, log=lambda text: None)
+    records = result.episodes
+    lengths = [r.length for r in records]
+    assert all(1 <= n <= 30 for n in lengths)
+    assert [r.env_steps for r in records] == list(np.cumsum(lengths))
+    assert records[-1].env_steps >= 120 and records[-2].env_steps < 120
+    # utd 1: after each episode exactly one update per online step has been done, on top of pretraining.
+    assert [r.updates for r in records] == [10 + r.env_steps for r in records]
+    assert result.updates == 10 + records[-1].env_steps
+    assert result.replay_online_steps == records[-1].env_steps
+    successes = [r.success for r in records]
+    for i, r in enumerate(records):
+        assert r.success_rate == pytest.approx(np.mean(successes[max(0, i + 1 - ROLLING_WINDOW): i + 1]))
+        assert r.success or r.length == 30  # failures run to the step limit
+    assert [e.env_steps >= 60 * (k + 1) for k, e in enumerate(result.evals)] == [True] * len(result.evals)
+    assert len(result.evals) >= 1 and all(0 <= e.success_rate <= 1 and e.mean_length <= 30 for e in result.evals)
+    assert result.demo_success_rate == 1.0
+    ckpt = load_checkpoint(result.checkpoint)  # the final checkpoint verifies against its sidecar
+    assert ckpt.meta["updates"] == result.updates and ckpt.meta["env_steps"] == records[-1].env_steps
+    assert len(list((tmp_path / "checkpoints").glob("ckpt_*.pt"))) == 2  # rotation kept the newest two
+    assert result.time_s["plan"] > 0 and result.time_s["update"] > 0
+
+
+def test_bench_learn_writes_json_csv_and_png(tmp_path, capsys):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({"/**": {"ros__parameters": TINY}}))
+    png = tmp_path / "curve.png"
+    code = main(["bench", "learn", "--seeds", "2", "--env-steps", "40", "--demos", "1", "--config", str(config),
+                 "--png", str(png), "--run-dir", str(tmp_path / "runs"), "--json"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [s["seed"] for s in report["seeds"]] == [0, 1]
+    assert "rolling success rate" in report["success_metric"]
+    for seed in report["seeds"]:
+        assert seed["curve"][-1][0] >= 40 and all(0 <= rate <= 1 for _, rate in seed["curve"])
+        assert seed["updates"] == 10 + seed["curve"][-1][0]
+        assert load_checkpoint(seed["checkpoint"]).meta["updates"] == seed["updates"]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with open(report["csv"], newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {row["seed"] for row in rows} == {"0", "1"}
+    assert sum(int(row["length"]) for row in rows if row["seed"] == "0") == report["seeds"][0]["curve"][-1][0]
