@@ -50,10 +50,12 @@ def run(args: argparse.Namespace) -> int:
     for _ in range(args.warmup):
         planner.plan(obs)
     times = np.empty(args.calls)
+    cpu_start = time.process_time()
     for i in range(args.calls):
         start = time.perf_counter()
         planner.plan(obs)
         times[i] = time.perf_counter() - start
+    cpu_ms = (time.process_time() - cpu_start) / args.calls * 1e3
     times *= 1e3
     policy_times = []
     for _ in range(50):
@@ -65,6 +67,9 @@ def run(args: argparse.Namespace) -> int:
         "compiled": planner.compiled, "calls": args.calls,
         "p50_ms": float(np.percentile(times, 50)), "p99_ms": float(np.percentile(times, 99)),
         "mean_ms": float(times.mean()), "min_ms": float(times.min()),
+        # CPU time of this process per call: with threads=1, close to the wall time on an idle core even
+        # when other processes share the machine (wall-clock percentiles then include waiting for a core).
+        "cpu_ms_per_call": round(cpu_ms, 3),
         "setup_s": round(setup_s, 3), "first_call_ms": round(first_call_ms, 3),
         "policy_action_p50_ms": float(np.percentile(policy_times, 50) * 1e3),
         "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)], "cpu_count": os.cpu_count(),
