@@ -97,6 +97,15 @@ class BagEpisodeAssembler:
             done += self._finish(episode_id, cut_short=False)
         return done
 
+    def close_others(self, episode_id: int) -> list[Episode]:
+        """Close every open episode but `episode_id` as cut short, for a live source that runs one episode at a
+        time: its new episode means the others get no more steps (e.g. the arm reset before the last one's
+        final step, so it never carried a terminated/truncated flag)."""
+        done: list[Episode] = []
+        for other in [e for e in self._open if e != int(episode_id)]:
+            done += self._finish(other, cut_short=True)
+        return done
+
     def take_errors(self) -> list[tuple[int, str]]:
         """(episode_id, reason) of each episode dropped since the last call."""
         errors, self._errors = self._errors, []

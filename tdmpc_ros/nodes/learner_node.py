@@ -51,9 +51,9 @@ class LearnerNode(Node):
             self.get_logger().info("online data from earlier runs: " + online.summary())
             for episode in online.episodes:
                 self.learner.add_online(episode, count_steps=False)
-        if self.learner.version:  # a restarted learner re-announces its newest checkpoint
-            newest = self.learner.store.versions()[-1][1]
-            self.publish_update(Published(self.learner.version, str(newest), file_sha256(newest),
+        if self.learner.version:  # a restarted learner re-announces the checkpoint it resumed from
+            resumed = dict(self.learner.store.versions())[self.learner.version]  # not a newer, damaged one
+            self.publish_update(Published(self.learner.version, str(resumed), file_sha256(resumed),
                                           self.learner.updates, self.learner.env_steps))
 
         self.writer = OnlineBagWriter(self.online_dir, max_bytes=self.cfg.learner.bag_max_bytes)
@@ -72,10 +72,11 @@ class LearnerNode(Node):
     def on_transition(self, msg: Transition) -> None:
         self.writer.write(msg)
         self.received += 1
+        cut_short = self.assembler.close_others(msg.episode_id) if msg.step == 0 else []
+        for episode in cut_short + self.assembler.add(msg):
+            self.learner.add_online(episode)
         for line in self.assembler.problems():
             self.get_logger().warning(line)
-        for episode in self.assembler.add(msg):
-            self.learner.add_online(episode)
 
     def publish_update(self, published: Published) -> None:
         msg = ModelUpdate(version=published.version, path=published.path, sha256=published.sha256,
