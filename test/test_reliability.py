@@ -190,7 +190,8 @@ def test_arm_and_controller_deaths_and_pauses(tmp_path, rclpy_context, procs):
     measured = [q for t, q in obs.states if t < first_t][-1]
     first_step = float(np.abs(first - measured).max())
     assert first_step <= SCALE + 1e-3, (first, measured)
-    print(f"\narm SIGKILL: controller moved on for {arm_kill_hold:.2f} s after the last state (state_timeout {TIMEOUT}); "
+    print(f"\narm SIGKILL: controller moved on for {arm_kill_hold:.2f} s after the last state "
+          f"(state_timeout {TIMEOUT}); "
           f"planning again {arm_resume:.2f} s after the new arm process started\n"
           f"arm SIGSTOP: moved on for {arm_pause_hold:.2f} s after the last state; planning {pause_resume:.2f} s "
           f"after SIGCONT\ncontroller SIGKILL: arm drift {drift:.2e} rad over 0.5 s, {tracking:.4f} rad from the "
