@@ -25,6 +25,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print only the JSON object")
 
 
+def exported_planner(path: Path, model, planner_cfg, discount: float, seed: int):
+    """An ONNX planner that runs the graph in `path` (checked against this config's PlanSpec) instead of exporting."""
+    from tdmpc_ros.planner import PlanSpec
+    from tdmpc_ros.planner.onnx_backend import OnnxPlanner, spec_of
+
+    data = path.read_bytes()
+    wanted = PlanSpec.from_config(planner_cfg, discount, model.cfg.action_dim, model.cfg.num_q)
+    if spec_of(data) != wanted:
+        raise SystemExit(f"eval: {path} was exported for {spec_of(data)}, this config plans with {wanted}")
+
+    class ExportedPlanner(OnnxPlanner):
+        def _setup(self) -> None:  # the backend hook: load the given graph where OnnxPlanner would export
+            self._load(data)
+            self.compiled = True
+
+    return ExportedPlanner(model, planner_cfg, discount, seed)
+
+
 def evaluate_checkpoint(args: argparse.Namespace) -> dict:
     """Run the evaluation; the figures as a dict."""
     import numpy as np
@@ -32,7 +50,6 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict:
     from tdmpc_ros.config import default_config_path, load_config
     from tdmpc_ros.learning.checkpoint import agent_from_checkpoint, check_model_config, load_checkpoint
     from tdmpc_ros.planner import make_planner
-    from tdmpc_ros.planner.onnx_backend import spec_of
     from tdmpc_ros.sim.reach_env import ReachEnv, collect_episode
 
     if args.episodes < 1:
@@ -46,13 +63,10 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict:
     check_model_config(ckpt, cfg.model)
     model = agent_from_checkpoint(ckpt).model
     start = time.perf_counter()
-    planner = make_planner(model, cfg.planner, ckpt.config.discount, seed=args.seed)
     if args.onnx:
-        data = Path(args.onnx).read_bytes()
-        if spec_of(data) != planner.spec:
-            raise SystemExit(f"eval: {args.onnx} was exported for {spec_of(data)}, this config plans with "
-                             f"{planner.spec}")
-        planner._load(data)
+        planner = exported_planner(Path(args.onnx), model, cfg.planner, ckpt.config.discount, args.seed)
+    else:
+        planner = make_planner(model, cfg.planner, ckpt.config.discount, seed=args.seed)
     setup_s = time.perf_counter() - start
     env = ReachEnv(cfg)
     latencies, episodes = [], []
