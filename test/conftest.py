@@ -1,7 +1,6 @@
 """Shared fixtures: a private ROS domain per test, so parallel runs never cross-talk."""
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 

@@ -20,9 +20,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import rclpy
 from geometry_msgs.msg import PointStamped
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
@@ -31,7 +29,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from tdmpc_ros import topics
 from tdmpc_ros.config import ConfigError
-from tdmpc_ros.nodes import qos
+from tdmpc_ros.nodes import qos, run_node
 from tdmpc_ros.nodes.params import declare_config
 from tdmpc_ros.sim.arm import Arm
 from tdmpc_ros.task import EpisodeTracker, ReachTask
@@ -202,15 +200,7 @@ class ArmNode(Node):
 
 
 def main(args=None) -> None:
-    try:
-        with rclpy.init(args=args):
-            node = ArmNode()
-            try:
-                rclpy.spin(node)
-            finally:
-                node.destroy_node()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+    run_node(ArmNode, args)
 
 
 if __name__ == "__main__":

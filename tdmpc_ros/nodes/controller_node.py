@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import time
 
-import rclpy
 from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PointStamped
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
@@ -31,7 +29,7 @@ from tdmpc_ros.control.models import ModelLoader
 from tdmpc_ros.control.state import JointSample
 from tdmpc_ros.kinematics import ArmKinematics
 from tdmpc_ros.msg import ModelUpdate, PlannerStatus, Transition
-from tdmpc_ros.nodes import qos
+from tdmpc_ros.nodes import qos, run_node
 from tdmpc_ros.nodes.params import declare_config
 
 OUTPUT_TYPES = {"float64_multi_array": Float64MultiArray, "joint_trajectory": JointTrajectory,
@@ -219,15 +217,7 @@ class ControllerNode(Node):
 
 
 def main(args=None) -> None:
-    try:
-        with rclpy.init(args=args):
-            node = ControllerNode()
-            try:
-                rclpy.spin(node)
-            finally:
-                node.destroy_node()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+    run_node(ControllerNode, args)
 
 
 if __name__ == "__main__":

@@ -13,10 +13,8 @@ import threading
 import time
 from pathlib import Path
 
-import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 
 from tdmpc_ros import topics
@@ -27,7 +25,7 @@ from tdmpc_ros.learning.checkpoint import file_sha256
 from tdmpc_ros.learning.learner import Learner, Published
 from tdmpc_ros.learning.metrics import MetricsLogger
 from tdmpc_ros.msg import ModelUpdate, Transition
-from tdmpc_ros.nodes import qos
+from tdmpc_ros.nodes import qos, run_node
 from tdmpc_ros.nodes.params import declare_config
 
 
@@ -125,15 +123,7 @@ class LearnerNode(Node):
 
 
 def main(args=None) -> None:
-    try:
-        with rclpy.init(args=args):
-            node = LearnerNode()
-            try:
-                rclpy.spin(node)
-            finally:
-                node.destroy_node()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+    run_node(LearnerNode, args)
 
 
 if __name__ == "__main__":
