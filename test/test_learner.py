@@ -65,6 +65,8 @@ def test_checkpoints_rotate_and_resume(tmp_path, demos):
     assert [v for v, _ in learner.store.versions()] == [3, 4]
     resumed = make_learner(tmp_path)
     assert resumed.version == 4 and resumed.updates == 4
-    # a damaged newest checkpoint is skipped, not loaded
+    # a damaged newest checkpoint is skipped, not loaded; a write cut short by a crash is cleaned up
     (tmp_path / "checkpoints" / "ckpt_000004.pt").write_bytes(b"garbage")
-    assert make_learner(tmp_path).version == 3
+    leftover = tmp_path / "checkpoints" / ".ckpt_000005.pt.x1y2.tmp"
+    leftover.write_bytes(b"half a checkpoint")
+    assert make_learner(tmp_path).version == 3 and not leftover.exists()

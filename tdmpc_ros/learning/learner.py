@@ -50,6 +50,9 @@ class CheckpointStore:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.keep = max(1, keep)
         self.log = log
+        for leftover in self.folder.glob(".*.tmp"):  # a write cut short by a crash: never a checkpoint
+            self.log(f"removing unfinished checkpoint write {leftover}")
+            leftover.unlink(missing_ok=True)
 
     def versions(self) -> list[tuple[int, Path]]:
         found = [(int(m.group(1)), p) for p in self.folder.iterdir() if (m := CHECKPOINT_NAME.match(p.name))]

@@ -114,6 +114,9 @@ class ControllerNode(Node):
     def on_model_update(self, msg: ModelUpdate) -> None:
         if msg.version <= self.loop.model_version:
             return
+        if not msg.sha256:
+            self.get_logger().error(f"rejected model v{msg.version} ({msg.path}): the update carries no sha256")
+            return
         self.get_logger().info(f"model v{msg.version} announced ({msg.path}); loading in the background")
         self.loader.request(msg.path, msg.sha256, msg.version)
 
