@@ -18,7 +18,7 @@ from tdmpc_ros.planner import DrawSource, PlanSpec, make_planner, plan_step
 from tdmpc_ros.planner.onnx_backend import INPUT_NAMES, cuda_provider_problem, load_plan_session
 
 TINY = dict(obs_dim=4, action_dim=2, latent_dim=16, mlp_dim=32, enc_dim=32, num_q=3)
-FAST = dict(iterations=2, num_samples=64, num_elites=8, num_pi_trajs=8, compile=False)
+FAST = dict(horizon=2, iterations=2, num_samples=64, num_elites=8, num_pi_trajs=8, compile=False)
 
 
 def perturb(model: torch.nn.Module, seed: int) -> None:
