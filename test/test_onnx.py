@@ -98,5 +98,6 @@ def test_export_onnx_command_writes_a_checked_plan_graph(tmp_path, capsys):
 def test_export_onnx_names_a_bad_checkpoint(tmp_path):
     bad = tmp_path / "broken.pt"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(Exception, match="broken.pt"):
+    with pytest.raises(SystemExit, match="export-onnx: .*broken.pt"):
         main(["export-onnx", str(bad), str(tmp_path / "x.onnx")])
+    assert not (tmp_path / "x.onnx").exists()

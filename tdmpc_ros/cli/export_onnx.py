@@ -26,13 +26,16 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from tdmpc_ros.config import load_config
-    from tdmpc_ros.learning.checkpoint import agent_from_checkpoint, load_checkpoint
+    from tdmpc_ros.learning.checkpoint import CheckpointError, agent_from_checkpoint, load_checkpoint
     from tdmpc_ros.planner import DrawSource, PlanSpec, plan_step
     from tdmpc_ros.planner.onnx_backend import INPUT_NAMES, export_plan, load_plan_session
 
-    ckpt = load_checkpoint(args.checkpoint)
+    try:
+        ckpt = load_checkpoint(args.checkpoint)
+        model = agent_from_checkpoint(ckpt).model.eval().requires_grad_(False)
+    except CheckpointError as exc:
+        raise SystemExit(f"export-onnx: {exc}") from None
     planner_cfg = load_config(args.config).planner if args.config else ckpt.config.planner
-    model = agent_from_checkpoint(ckpt).model.eval().requires_grad_(False)
     spec = PlanSpec.from_config(planner_cfg, ckpt.config.discount, model.cfg.action_dim, model.cfg.num_q)
     start = time.perf_counter()
     export_plan(model, spec, args.out)
