@@ -16,6 +16,8 @@ from tdmpc_ros.sim.reach_env import ReachEnv
 from tdmpc_ros.task import ReachTask
 
 BASE = {"sim.home_noise": 0.0}
+# no episode end (success or step limit) resets the arm while a test streams commands
+NO_EPISODE_END = {"task.max_episode_steps": 100000, "task.success_radius": 0.0}
 CFG = load_config(CONFIG, {"sim": {"home_noise": 0.0}})
 NAMES = list(CFG.task.joint_names)
 HOME = np.array(CFG.sim.home)
@@ -117,7 +119,7 @@ def arm_node(rclpy_context, tmp_path):
 
 
 def test_each_command_convention_moves_the_joints_to_its_target(arm_node):
-    probe, _ = arm_node()
+    probe, _ = arm_node(**NO_EPISODE_END)
     a = HOME + np.array([0.3, -0.2, 0.2, 0.3, -0.3, 0.2, 0.4])
     assert probe.stream_until_reached("array", a)
     b = HOME + np.array([-0.2, 0.2, -0.3, 0.2, 0.2, -0.2, -0.3])
@@ -127,7 +129,7 @@ def test_each_command_convention_moves_the_joints_to_its_target(arm_node):
 
 
 def test_bad_commands_are_dropped_and_the_last_target_held(arm_node):
-    probe, log = arm_node()
+    probe, log = arm_node(**NO_EPISODE_END)
     a = HOME + 0.2
     assert probe.stream_until_reached("array", a)
     bad = [("array", a[:6] - 0.3, None, True),                               # wrong size

@@ -102,3 +102,34 @@ def test_cli_launcher_commands_match_the_spec():
 def test_bad_launch_arguments_are_named(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         node_launches(bad)
+
+
+def test_nodes_do_not_outlive_a_killed_launcher(ros_domain, tmp_path):
+    """SIGKILL gives the launcher no chance to clean up: the nodes must still go (PR_SET_PDEATHSIG)."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import time
+
+    log = tmp_path / "launch.log"
+    launcher = subprocess.Popen([sys.executable, "-m", "tdmpc_ros.cli.main", "launch", "arm", "learn:=false"],
+                                stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while not (pids := re.findall(r"\(pid (\d+)\)", log.read_text())) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(pids) == 2, log.read_text()
+    launcher.send_signal(signal.SIGKILL)
+    launcher.wait()
+
+    def alive(pid):
+        try:
+            os.kill(int(pid), 0)
+            return True
+        except ProcessLookupError:
+            return False
+
+    deadline = time.monotonic() + 20
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(alive(p) for p in pids)

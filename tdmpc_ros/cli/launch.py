@@ -69,6 +69,14 @@ def node_command(spec: NodeLaunch, namespace: str, config: str) -> list[str]:
     return cmd
 
 
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when the launcher dies, even by SIGKILL, so no node is left orphaned (Linux)."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 class Launcher:
     """Runs a node set as child processes; used by `tdmpc-ros launch` and `tdmpc-ros demo`."""
 
@@ -89,7 +97,8 @@ class Launcher:
         for spec in self.specs:
             proc = subprocess.Popen(node_command(spec, self.namespace, self.config), env=env,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                    start_new_session=True)  # our SIGINT reaches children only via us
+                                    start_new_session=True,  # our SIGINT reaches children only via us
+                                    preexec_fn=_die_with_parent)
             self.procs[spec.name] = proc
             thread = threading.Thread(target=self._relay, args=(spec.name, proc), daemon=True)
             thread.start()

@@ -12,6 +12,10 @@ def run_node(node_class, args=None) -> None:
             node = node_class()
             try:
                 rclpy.spin(node)
+            except Exception:
+                if rclpy.ok():
+                    raise
+                # SIGINT shut the context down under a running callback (its publish fails): a clean stop
             finally:
                 node.destroy_node()
     except (KeyboardInterrupt, ExternalShutdownException):

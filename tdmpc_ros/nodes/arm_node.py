@@ -11,7 +11,7 @@ Real time: physics runs on a fixed 1/sim.physics_hz grid kept level with the wal
 now before each command is applied and before each joint state is published, so every command acts from the
 physics step at which it arrived. Lockstep (sim.lockstep): each command received (valid or dropped) advances
 exactly one control period, then the joint state is published.
-An episode's clock starts at its first command; it ends on a held success or at the step limit, and the arm
+An episode's clock runs while commands arrive (a dead controller leaves the arm holding, mid-episode); it ends on a held success or at the step limit, and the arm
 resets itself (home pose plus noise, new goal). In lockstep the final state of an episode is published before
 the reset, then the new goal, then the new episode's first state.
 """
@@ -37,6 +37,7 @@ from tdmpc_ros.task import EpisodeTracker, ReachTask
 LOCKSTEP_HEARTBEAT_S = 1.0  # lockstep: repeat the state while no command came yet, for late-joining controllers
 MAX_BACKLOG_S = 0.1  # real time: physics further behind than this skips ahead instead of catching up
 LOG_THROTTLE_S = 2.0
+COMMAND_GAP_PERIODS = 3  # real time: the episode clock stops when no command came for this many periods
 
 
 class ArmNode(Node):
@@ -55,6 +56,7 @@ class ArmNode(Node):
         self.lockstep = sim.lockstep
         self.goal = np.zeros(3)
         self.episodes = self.successes = self.dropped = 0
+        self.last_command = -float("inf")
 
         self.state_pub = self.create_publisher(JointState, topics.JOINT_STATES, qos.STATE)
         self.goal_pub = self.create_publisher(PointStamped, topics.GOAL, qos.LATCHED)
@@ -121,6 +123,7 @@ class ArmNode(Node):
             if not self.lockstep:
                 self.advance_to_now()  # the command acts from the physics step at which it arrived
             self.arm.set_target(q)
+            self.last_command = time.monotonic()
         if self.lockstep:
             self.arm.step_control_period()
             ended = self.task_tick()
@@ -145,8 +148,12 @@ class ArmNode(Node):
         for _ in range(max(due, 0)):
             self.arm.step()
             self.physics_steps += 1
-            if self.arm.commanded and self.arm.steps % self.arm.n_substeps == 0 and self.task_tick():
+            if self.commanded_recently() and self.arm.steps % self.arm.n_substeps == 0 and self.task_tick():
                 self.start_episode()
+
+    def commanded_recently(self) -> bool:
+        """Episodes run on commands: with no controller the arm holds its target and the episode waits."""
+        return time.monotonic() - self.last_command < COMMAND_GAP_PERIODS / self.cfg.task.control_rate_hz
 
     def on_heartbeat(self) -> None:
         if not self.arm.commanded:
