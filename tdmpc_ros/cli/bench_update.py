@@ -59,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
         "cpu_ms_per_update": round(1000 * cpu / args.updates, 2), "peak_rss_mb": round(peak_kib / 1024, 1),
         "preset": args.preset, "batch_size": b, "horizon": h, "threads": args.threads, "device": str(agent.device),
         "warmup_s": round(warmup_s, 1), "updates": args.updates, "warmup": args.warmup,
-        "load_avg_1m": round(os.getloadavg()[0], 2), "torch": torch.__version__,
+        "load_avg_1m": round(os.getloadavg()[0], 2), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
+        "torch": torch.__version__,
         "last_total_loss": round(losses["total_loss"], 4),
         "model": {k: getattr(m, k) for k in ("obs_dim", "action_dim", "latent_dim", "mlp_dim", "enc_dim", "num_q")},
     }

@@ -39,9 +39,9 @@ class RunningScale:
 def keep_freed_memory_mapped() -> bool:
     """Stop glibc returning freed heap pages to the kernel between updates; True if it applied.
 
-    Each update frees and re-allocates the same few hundred MB-sized activations; by default glibc trims
-    them back to the kernel and the next update page-faults them in again (4-5k faults, ~12% of an update's
-    CPU time at preset small on this machine). Larger thresholds keep them mapped.
+    Each update frees and re-allocates the same few hundred activation tensors of up to a few MB; by
+    default glibc trims that memory back to the kernel and the next update page-faults it in again (4-5k
+    faults, ~12% of an update's CPU time at preset small here). Process-wide: larger thresholds keep it mapped.
     """
     libc_name = ctypes.util.find_library("c")
     try:
@@ -94,10 +94,22 @@ class Agent:
         return self.cfg.agent.rho ** torch.arange(n, device=self.device, dtype=torch.float32)
 
     @torch.no_grad()
-    def _td_target(self, next_z: torch.Tensor, reward: torch.Tensor, terminated: torch.Tensor) -> torch.Tensor:
-        """r + gamma (1 - terminated) min of two random target heads at the policy's next action."""
+    def _targets(self, obs: torch.Tensor, reward: torch.Tensor, terminated: torch.Tensor):
+        """Encoded next observations, and TD targets r + gamma (1 - terminated) min of two random target heads
+        at the policy's next action."""
+        next_z = self.model.encode(obs[1:])
         action, _ = self.model.pi(next_z)
-        return reward + self.discount * (1.0 - terminated) * self.model.Q(next_z, action, "min", target=True)
+        q = self.model.Q(next_z, action, "min", target=True)
+        return next_z, reward + self.discount * (1.0 - terminated) * q
+
+    def _rollout(self, obs0: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """Latents [H+1, B, latent]: the encoded first observation, then the dynamics under the actions."""
+        z = self.model.encode(obs0)
+        zs = [z]
+        for a in action.unbind(0):
+            z = self.model.next(z, a)
+            zs.append(z)
+        return torch.stack(zs)
 
     def _value_loss(self, zs: torch.Tensor, action: torch.Tensor, td: torch.Tensor, rho: torch.Tensor):
         """Soft-CE of every head against the TD target, rho-weighted over steps, averaged over heads."""
@@ -111,15 +123,8 @@ class Agent:
         a, model = self.cfg.agent, self.model
         horizon = action.shape[0]
         rho = self._rho(horizon)
-        with torch.no_grad():
-            next_z = model.encode(obs[1:])
-            td = self._td_target(next_z, reward, terminated)
-        z = model.encode(obs[0])
-        zs = [z]
-        for t in range(horizon):
-            z = model.next(z, action[t])
-            zs.append(z)
-        zs = torch.stack(zs)  # [H+1, B, latent]
+        next_z, td = self._targets(obs, reward, terminated)
+        zs = self._rollout(obs[0], action)
         consistency = ((zs[1:] - next_z).pow(2).mean(dim=(1, 2)) * rho).sum() / horizon
         reward_loss = (soft_ce(model.reward(zs[:-1], action), reward, model.bins).mean(dim=(1, 2)) * rho).sum() / horizon
         value_loss = self._value_loss(zs[:-1], action, td, rho)
@@ -177,19 +182,11 @@ class Agent:
         """
         a, model = self.cfg.agent, self.model
         obs, action, reward, terminated = self._unpack(batch)
-        horizon = action.shape[0]
-        rho = self._rho(horizon)
+        _, td = self._targets(obs, reward, terminated)
         with torch.no_grad():
-            next_z = model.encode(obs[1:])
-            td = self._td_target(next_z, reward, terminated)
-            z = model.encode(obs[0])
-            zs = [z]
-            for t in range(horizon - 1):
-                z = model.next(z, action[t])
-                zs.append(z)
-            zs = torch.stack(zs)
+            zs = self._rollout(obs[0], action[:-1])
         model.train()
-        value_loss = self._value_loss(zs, action, td, rho)
+        value_loss = self._value_loss(zs, action, td, self._rho(action.shape[0]))
         (a.value_coef * value_loss).backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self._q_params, a.grad_clip_norm, foreach=True)
         self.optim.step()
