@@ -65,16 +65,20 @@ def average_return(policy, episodes: int = 50, steps: int = 30) -> float:
     return float(total.mean())
 
 
-@pytest.fixture(scope="module")
-def trained():
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Small batches gain nothing from a second thread, and on a shared machine spinning threads stall."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the machine is shared; one thread is also the fastest at this size
-    try:
-        agent = Agent(point_mass_config())
-        sample = window_sampler(random_episodes(), 64, seed=1)
-        losses = [agent.train_step(sample) for _ in range(400)]
-    finally:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def trained(one_thread):
+    agent = Agent(point_mass_config())
+    sample = window_sampler(random_episodes(), 64, seed=1)
+    losses = [agent.train_step(sample) for _ in range(400)]
     return agent, losses
 
 
@@ -117,8 +121,9 @@ def run_updates(seed: int, n: int = 4) -> list[dict]:
 
 
 def test_same_seed_same_losses():
-    assert run_updates(3) == run_updates(3)
-    assert run_updates(3) != run_updates(4)
+    first = run_updates(3)
+    assert run_updates(3) == first
+    assert run_updates(4) != first
 
 
 def test_critic_actor_ratio_adds_value_only_updates():
