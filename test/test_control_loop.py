@@ -108,6 +108,14 @@ def test_deadline_fallback_uses_policy_prior_and_counts_misses():
     loop.close()
 
 
+def test_hold_keeps_the_last_sent_target_across_a_new_episode():
+    loop = make_loop(ScriptedPlanner([np.full(7, 1.0)]))
+    sent = loop.tick(sample(HOME), time.monotonic()).target
+    loop.set_goal([0.4, 0.2, 0.5])  # a new episode re-bases the next step on the measured positions...
+    held = loop.tick(sample(np.where(np.arange(7) == 0, np.nan, HOME)), time.monotonic())
+    np.testing.assert_array_equal(held.target, sent)  # ...but a fault still holds what was last sent
+
+
 def test_episode_ends_on_success_and_new_goal_starts_next():
     loop = make_loop(ScriptedPlanner([]))
     loop.set_goal(KIN.fk(HOME))  # already at the goal: success after success_hold_steps
@@ -131,6 +139,7 @@ anything = st.one_of(finite, st.just(np.nan), st.just(np.inf), st.just(-np.inf),
        noise=st.sampled_from([0.0, 0.3]))
 def test_safety_property_any_input_keeps_targets_in_limits_and_steps(actions, positions, noise):
     loop = make_loop(ScriptedPlanner(actions), exploration_noise=noise)
+    sent = None
     for q in positions:
         before, episode = loop.last_target, loop.episode_id
         result = loop.tick(sample(np.asarray(q)), time.monotonic())
@@ -144,5 +153,6 @@ def test_safety_property_any_input_keeps_targets_in_limits_and_steps(actions, po
         reference = before if before is not None else np.clip(np.asarray(q, float), KIN.safe_lower, KIN.safe_upper)
         if result.mode != HOLD:
             assert (np.abs(target - reference) <= SCALE + 1e-9).all()
-        else:
-            np.testing.assert_array_equal(target, reference)
+        elif sent is not None:
+            np.testing.assert_array_equal(target, sent)  # a hold repeats the last target sent
+        sent = target

@@ -58,7 +58,8 @@ class ControlLoop:
         self.planner = None
         self.model_version = 0
         self.enabled = True
-        self.last_target: np.ndarray | None = None
+        self.last_target: np.ndarray | None = None  # base of the next delta step (None: from measured q)
+        self.held_target: np.ndarray | None = None  # the last target sent: what a hold keeps commanding
         self.goal: np.ndarray | None = None
         self.episode_id = 0
         self.fault = FaultLatch()
@@ -139,26 +140,28 @@ class ControlLoop:
             if self._pending is not None or self.tracker.steps:
                 self._interrupted = True  # the step's outcome was not observed cleanly: end the episode
             self.mode = HOLD
-            return TickResult(self.last_target, HOLD, log=log)
+            return TickResult(self.held_target, HOLD, log=log)
         if self._interrupted:
             self._interrupted = False
             self.new_episode()
         q, qd = joints
         if self.last_target is None:
             self.last_target = np.clip(q, self.lower, self.upper)
+            if self.held_target is None:
+                self.held_target = self.last_target
         ee = self.fk(q)
         obs = self.task.observation(q, qd, ee, self.goal)
         transition = self._close_step(obs, ee)
         if self._episode_over or self.planner is None:
             self.mode = HOLD
-            return TickResult(self.last_target, HOLD, transition, log)
+            return TickResult(self.held_target, HOLD, transition, log)
 
         action, mode = self._act(obs, realtime)
         if self.cfg.controller.exploration_noise > 0 and not self.cfg.controller.eval_mode:
             action = action + self.rng.normal(0.0, self.cfg.controller.exploration_noise, action.shape)
         target, applied = apply_action(action, self.last_target, q, self.lower, self.upper,
                                        self.cfg.task.action_scale, self.cfg.controller.max_tracking_error)
-        self.last_target = target
+        self.last_target = self.held_target = target
         self._pending = (obs, applied)
         self.mode = mode
         return TickResult(target, mode, transition, log)
