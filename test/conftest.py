@@ -31,3 +31,14 @@ def rclpy_context(ros_domain):
     rclpy.init(context=context, domain_id=ros_domain)
     yield context
     context.try_shutdown()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small updates gain nothing from a second thread, and on a shared machine spinning threads stall."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -65,17 +65,11 @@ def average_return(policy, episodes: int = 50, steps: int = 30) -> float:
     return float(total.mean())
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small batches gain nothing from a second thread, and on a shared machine spinning threads stall."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def trained(one_thread):
+def trained(one_torch_thread):
     agent = Agent(point_mass_config())
     sample = window_sampler(random_episodes(), 64, seed=1)
     losses = [agent.train_step(sample) for _ in range(400)]

@@ -24,13 +24,7 @@ def batch(cfg, seed=0, h=3, b=16):
             "reward": -torch.rand(h, b, 1, generator=g), "terminated": torch.zeros(h, b, 1)}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny updates gain nothing from a second thread, and on a shared machine spinning threads stall."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture
