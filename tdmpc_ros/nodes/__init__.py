@@ -3,20 +3,25 @@ from __future__ import annotations
 
 
 def run_node(node_class, args=None) -> None:
-    """Every node's main(): init a context, spin the node, clean up on Ctrl-C/SIGTERM or context shutdown."""
+    """Every node's main(): init a context, spin the node, clean up on Ctrl-C/SIGTERM or context shutdown.
+
+    A SIGINT can shut the context down while the node is still being built or a callback is publishing;
+    the RCLError that follows is a clean stop, not a crash. Any error while the context is still up is.
+    """
     import rclpy
     from rclpy.executors import ExternalShutdownException
 
     try:
         with rclpy.init(args=args):
-            node = node_class()
+            node = None
             try:
+                node = node_class()
                 rclpy.spin(node)
             except Exception:
                 if rclpy.ok():
                     raise
-                # SIGINT shut the context down under a running callback (its publish fails): a clean stop
             finally:
-                node.destroy_node()
+                if node is not None:
+                    node.destroy_node()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
