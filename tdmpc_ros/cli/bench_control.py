@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import os
 import tempfile
 import time
@@ -22,6 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=["torch", "onnx"], default="torch")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def physics_hz(default: float, rate: float) -> float:
+    """The sim steps a whole number of physics steps per control period: the nearest such rate >= default."""
+    return rate * math.ceil(default / rate)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
         log = io.StringIO()
         launcher = Launcher({"model": str(checkpoint), "learn": "false", "backend": args.backend,
                              "device": args.device}, out=log,
-                            overrides={"task.control_rate_hz": args.rate, "model.preset": args.preset})
+                            overrides={"task.control_rate_hz": args.rate, "model.preset": args.preset,
+                                       "sim.physics_hz": physics_hz(cfg.sim.physics_hz, args.rate)})
         arrivals: list[float] = []
         status: list[PlannerStatus] = []
         with rclpy.init(domain_id=domain):

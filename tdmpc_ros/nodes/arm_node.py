@@ -202,7 +202,8 @@ class ArmNode(Node):
         self.state_pub.publish(msg)
 
     def destroy_node(self) -> None:
-        self.arm.close()
+        if hasattr(self, "arm"):  # construction may have failed on a bad config
+            self.arm.close()
         super().destroy_node()
 
 
