@@ -17,7 +17,7 @@ SUCCESS_WINDOW = 20  # episodes in the rolling success rate
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--env-steps", type=int, default=6000, help="stop after this many control steps")
+    parser.add_argument("--env-steps", type=int, default=12000, help="stop after this many control steps")
     parser.add_argument("--minutes", type=float, default=30.0, help="stop after this long in any case")
     parser.add_argument("--demos", default="demos", help="demo bag directory (recorded if empty)")
     parser.add_argument("--demo-episodes", type=int, default=10, help="expert episodes to record if none exist")
