@@ -128,24 +128,37 @@ def policy_sequences(model: nn.Module, spec: PlanSpec, z: torch.Tensor, pi_noise
     return torch.stack(actions)
 
 
-def plan_step(model: nn.Module, spec: PlanSpec, obs: torch.Tensor, mean: torch.Tensor, draws: Draws):
+def mppi_iteration(model: nn.Module, spec: PlanSpec, z: torch.Tensor, pi_actions: torch.Tensor | None,
+                   mean: torch.Tensor, std: torch.Tensor, sample_noise: torch.Tensor, value_noise: torch.Tensor,
+                   q_heads: torch.Tensor):
+    """One refinement: sample around (mean, std), score, keep the elites, refit.
+    -> (mean, std, elite indices [E], elite weights [E], elite actions [H, E, A])."""
+    sampled = (mean.unsqueeze(1) + std.unsqueeze(1) * sample_noise).clamp(-1, 1)
+    actions = sampled if pi_actions is None else torch.cat([pi_actions, sampled], dim=1)
+    value = torch.nan_to_num(trajectory_value(model, spec, z, actions, value_noise, q_heads))
+    elite_value, elite_idx = torch.topk(value, spec.num_elites)
+    elite_actions = actions.index_select(1, elite_idx)
+    # TD-MPC2 scales values by `temperature` (an inverse temperature in effect) before the softmax.
+    weights = torch.softmax(spec.temperature * elite_value, dim=0)
+    mean = (weights.unsqueeze(-1) * elite_actions).sum(1)
+    spread = (weights.unsqueeze(-1) * (elite_actions - mean.unsqueeze(1)) ** 2).sum(1)
+    std = spread.sqrt().clamp(spec.min_std, spec.max_std)
+    return mean, std, elite_idx, weights, elite_actions
+
+
+def plan_step(model: nn.Module, spec: PlanSpec, obs: torch.Tensor, mean: torch.Tensor, draws: Draws,
+              iteration=mppi_iteration):
     """One MPPI plan call. obs [obs_dim], mean [H, A] (warm start) ->
-    (action [A], new mean [H, A], elite indices [E] of the last iteration, elite weights [E])."""
+    (action [A], new mean [H, A], elite indices [E] of the last iteration, elite weights [E]).
+
+    `iteration` is `mppi_iteration` or a compiled version of it (one small graph reused every iteration)."""
     z = model.encode(obs.unsqueeze(0))
-    parts = [policy_sequences(model, spec, z, draws.pi_noise)] if spec.num_pi_trajs else []
+    pi_actions = policy_sequences(model, spec, z, draws.pi_noise) if spec.num_pi_trajs else None
     z = z.expand(spec.num_samples, -1)
     std = torch.full_like(mean, spec.max_std)
     for i in range(spec.iterations):
-        sampled = (mean.unsqueeze(1) + std.unsqueeze(1) * draws.sample_noise[i]).clamp(-1, 1)
-        actions = torch.cat(parts + [sampled], dim=1)
-        value = torch.nan_to_num(trajectory_value(model, spec, z, actions, draws.value_noise[i], draws.q_heads[i]))
-        elite_value, elite_idx = torch.topk(value, spec.num_elites)
-        elite_actions = actions.index_select(1, elite_idx)
-        # TD-MPC2 scales values by `temperature` (an inverse temperature in effect) before the softmax.
-        weights = torch.softmax(spec.temperature * elite_value, dim=0)
-        mean = (weights.unsqueeze(-1) * elite_actions).sum(1)
-        spread = (weights.unsqueeze(-1) * (elite_actions - mean.unsqueeze(1)) ** 2).sum(1)
-        std = spread.sqrt().clamp(spec.min_std, spec.max_std)
+        mean, std, elite_idx, weights, elite_actions = iteration(
+            model, spec, z, pi_actions, mean, std, draws.sample_noise[i], draws.value_noise[i], draws.q_heads[i])
     # Draw one elite by its weight (inverse CDF of the uniform draw), then add exploration noise.
     choice = (torch.cumsum(weights, 0) < draws.elite_u).sum().clamp(max=spec.num_elites - 1)
     first = elite_actions[0].index_select(0, choice.reshape(1)).squeeze(0)
@@ -154,13 +167,15 @@ def plan_step(model: nn.Module, spec: PlanSpec, obs: torch.Tensor, mean: torch.T
 
 
 class PlanGraph(nn.Module):
-    """`plan_step` as a module over a fixed model: what torch.compile, CUDA graphs and ONNX export take."""
+    """`plan_step` as a module over a fixed model (and iteration function): what CUDA-graph capture, ONNX
+    export and the compiled torch path run."""
 
-    def __init__(self, model: nn.Module, spec: PlanSpec):
+    def __init__(self, model: nn.Module, spec: PlanSpec, iteration=mppi_iteration):
         super().__init__()
         self.model = model
         self.spec = spec
+        self.iteration = iteration
 
     def forward(self, obs, mean, sample_noise, pi_noise, value_noise, q_heads, elite_u, action_noise):
         draws = Draws(sample_noise, pi_noise, value_noise, q_heads, elite_u, action_noise)
-        return plan_step(self.model, self.spec, obs, mean, draws)
+        return plan_step(self.model, self.spec, obs, mean, draws, self.iteration)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from tdmpc_ros.config import PlannerConfig
-from tdmpc_ros.planner.mppi import DrawSource, PlanGraph, PlanSpec
+from tdmpc_ros.planner.mppi import DrawSource, PlanGraph, PlanSpec, mppi_iteration
 
 log = logging.getLogger("tdmpc_ros.planner")
 
@@ -83,7 +83,11 @@ class Planner:
         return "CUDA graph capture" if self.device == "cuda" else "torch.compile"
 
     def _compiled(self, graph: PlanGraph):
-        compiled = torch.compile(graph, fullgraph=True, dynamic=False)
+        """Compile one MPPI iteration, reused by every iteration: the same speed as compiling the whole
+        unrolled call, at a fraction of the compile time. Encoding, the prior rollout and the final choice
+        stay eager (small)."""
+        iteration = torch.compile(mppi_iteration, fullgraph=True, dynamic=False)
+        compiled = PlanGraph(self.model, self.spec, iteration)
         with torch.inference_mode():
             compiled(self._obs, self._warm, *self.source.draws)  # compile now, not on the first tick
         return compiled
