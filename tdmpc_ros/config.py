@@ -103,7 +103,7 @@ class PlannerConfig:
     compile: bool = True
     """torch.compile the plan step where it pays (CPU: default mode; CUDA: CUDA graphs)."""
     threads: int = 1
-    """torch intra-op threads for the planner (1 in a node sharing the machine)."""
+    """torch intra-op threads for the planner (1 in a node sharing the machine; 0 leaves torch's setting alone)."""
 
 
 @dataclass
