@@ -237,10 +237,15 @@ class ControllerConfig:
     """Command type: float64_multi_array (forward_command_controller), joint_trajectory or joint_state (Isaac Sim)."""
     command_topic: str = ""
     """Command topic; empty picks the convention's default for the chosen output."""
-    plan_budget: float = 0.6
-    """Share of the control period planning may use before the policy prior's action is taken."""
+    plan_budget: float = 0.75
+    """Share of the control period after a tick's start at which its command goes out (real time); a plan not
+    ready by then gives way to the policy prior's action. The rest of the period publishes the transition."""
     exploration_noise: float = 0.0
     """Gaussian noise std added to actions for online data collection."""
+    thread_priority: int = 50
+    """SCHED_FIFO priority of the ticking thread in real time (ros2_control's default 50; 0: normal). Planning
+    and model loading stay at normal priority. Without CAP_SYS_NICE or an rtprio limit it warns and runs
+    normal."""
     model_path: str = ""
     """Checkpoint to start from; empty runs the untrained prior-free hold until a model arrives."""
     eval_mode: bool = False

@@ -1,6 +1,8 @@
 """The controller's tick without ROS: joint-state faults, deadline fallback, transitions, and the safety property."""
 from __future__ import annotations
 
+import os
+import threading
 import time
 
 import numpy as np
@@ -10,6 +12,7 @@ from hypothesis import strategies as st
 
 from tdmpc_ros.config import Config
 from tdmpc_ros.control.loop import HOLD, PLANNING, POLICY_FALLBACK, ControlLoop
+from tdmpc_ros.control.priority import realtime_priority
 from tdmpc_ros.control.state import JointSample
 from tdmpc_ros.kinematics import ArmKinematics
 
@@ -106,6 +109,45 @@ def test_deadline_fallback_uses_policy_prior_and_counts_misses():
     np.testing.assert_allclose(result.target - np.clip(HOME, KIN.safe_lower, KIN.safe_upper), 0.5 * SCALE)
     assert loop.tick(sample(HOME), time.monotonic()).mode == POLICY_FALLBACK  # planner still busy
     loop.close()
+
+
+def test_an_absolute_deadline_bounds_the_wait_for_the_plan():
+    loop = make_loop(ScriptedPlanner([np.full(7, 1.0)], delay_s=0.05))
+    start = time.monotonic()
+    result = loop.tick(sample(HOME), start, deadline=start + 0.01)  # due long before the plan's 50 ms
+    assert time.monotonic() - start < 0.04
+    assert result.mode == POLICY_FALLBACK and loop.deadline_misses == 1
+    time.sleep(0.06)  # the late plan is discarded; a deadline that leaves room gets the next one
+    assert loop.tick(sample(result.target), time.monotonic(), deadline=time.monotonic() + 1.0).mode == PLANNING
+    loop.close()
+
+
+def test_planning_runs_at_normal_priority_under_a_real_time_ticking_thread():
+    class PolicyRecorder(ScriptedPlanner):
+        def plan(self, obs, eval_mode=False):
+            self.policy = os.sched_getscheduler(0)  # the calling thread's policy on Linux
+            return super().plan(obs, eval_mode)
+
+    planner = PolicyRecorder([])
+    seen = {}
+
+    def ticking_thread():
+        seen["fifo"] = realtime_priority(10)
+        if seen["fifo"] is None:
+            seen["tick_policy"] = os.sched_getscheduler(0)
+            loop = make_loop(planner)  # its worker thread is started from this real-time thread
+            seen["mode"] = loop.tick(sample(HOME), time.monotonic(), deadline=time.monotonic() + 5.0).mode
+            loop.close()
+
+    thread = threading.Thread(target=ticking_thread)
+    thread.start()
+    thread.join()
+    if seen["fifo"] is not None:
+        pytest.skip(seen["fifo"])
+    assert seen["tick_policy"] == os.SCHED_FIFO and seen["mode"] == PLANNING
+    assert planner.policy == os.SCHED_OTHER
+    with pytest.raises(ValueError, match="1..99"):
+        realtime_priority(0)
 
 
 def test_hold_keeps_the_last_sent_target_across_a_new_episode():

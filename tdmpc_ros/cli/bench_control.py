@@ -1,6 +1,9 @@
 """`tdmpc-ros bench control`: the real controller node against the PyBullet arm node, measured from outside.
 
-Tick period is measured where it matters, at a subscriber of the command topic; planning latency and
+Tick period comes from the command messages' DDS timestamps at a subscriber: `publish_period` from their
+source timestamps (when the controller handed each command to DDS: its tick period, not self-reported) and
+`period` from their receive timestamps (adds delivery, which on a 2-core machine includes waking the
+subscriber's DDS thread; the bench's own Python executor delay is in neither). Planning latency and
 deadline misses come from the controller's PlannerStatus. The model is a freshly initialised checkpoint of
 the chosen preset (planning cost does not depend on the weights).
 """
@@ -54,12 +57,14 @@ def run(args: argparse.Namespace) -> int:
                              "device": args.device}, out=log,
                             overrides={"task.control_rate_hz": args.rate, "model.preset": args.preset,
                                        "sim.physics_hz": physics_hz(cfg.sim.physics_hz, args.rate)})
-        arrivals: list[float] = []
+        arrivals: list[int] = []  # ns, DDS receive time at the subscriber
+        sources: list[int] = []  # ns, the controller's publish time
         status: list[PlannerStatus] = []
         with rclpy.init(domain_id=domain):
             node = rclpy.create_node("bench_control")
             node.create_subscription(Float64MultiArray, topics.COMMAND_TOPICS["float64_multi_array"],
-                                     lambda _msg: arrivals.append(time.monotonic()), qos.STATE)
+                                     lambda _msg, info: (arrivals.append(info["received_timestamp"]),
+                                                         sources.append(info["source_timestamp"])), qos.STATE)
             node.create_subscription(PlannerStatus, topics.PLANNER_STATUS, status.append, 10)
             launcher.start()
             try:
@@ -69,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
                     if time.monotonic() > deadline or launcher.exited_required():
                         raise RuntimeError("controller did not start planning:\n" + log.getvalue()[-3000:])
                 arrivals.clear()
+                sources.clear()
                 first = status[-1]
                 end = time.monotonic() + args.seconds
                 while time.monotonic() < end:
@@ -77,15 +83,22 @@ def run(args: argparse.Namespace) -> int:
             finally:
                 codes = launcher.shutdown()
                 node.destroy_node()
-    periods = np.diff(arrivals) * 1e3
-    error = np.abs(periods - 1e3 / args.rate)
+
+    def period_stats(stamps_ns: list[int]) -> tuple[dict, dict]:
+        periods = np.diff(np.asarray(stamps_ns, np.int64)) * 1e-6
+        error = np.abs(periods - 1e3 / args.rate)
+        return ({"p50": float(np.percentile(periods, 50)), "p99": float(np.percentile(periods, 99)),
+                 "max": float(periods.max())},
+                {"p50": float(np.percentile(error, 50)), "p99": float(np.percentile(error, 99)),
+                 "max": float(error.max())})
+
+    period, error = period_stats(arrivals)
+    publish_period, publish_error = period_stats(sources)
     result = {
         "rate_hz": args.rate, "seconds": args.seconds, "preset": args.preset, "backend": args.backend,
         "device": args.device, "ticks": len(arrivals),
-        "period_ms": {"p50": float(np.percentile(periods, 50)), "p99": float(np.percentile(periods, 99)),
-                      "max": float(periods.max())},
-        "period_error_ms": {"p50": float(np.percentile(error, 50)), "p99": float(np.percentile(error, 99)),
-                            "max": float(error.max())},
+        "period_ms": period, "period_error_ms": error,
+        "publish_period_ms": publish_period, "publish_period_error_ms": publish_error,
         "plan_ms": {"p50": float(last.plan_ms_p50), "p99": float(last.plan_ms_p99)},
         "deadline_misses": int(last.deadline_misses - first.deadline_misses),
         "exit_codes": codes,

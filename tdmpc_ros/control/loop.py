@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tdmpc_ros.config import Config
+from tdmpc_ros.control.priority import normal_priority
 from tdmpc_ros.control.state import FaultLatch, JointSample, read_joints
 from tdmpc_ros.control.stats import LatencyWindow
 from tdmpc_ros.task import EpisodeTracker, ReachTask, apply_action
@@ -70,7 +71,8 @@ class ControlLoop:
         self._pending: tuple[np.ndarray, np.ndarray] | None = None  # (observation, applied action) awaiting its outcome
         self._episode_over = False
         self._interrupted = False  # a fault cut the episode: the next good state starts a new one
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="planner")
+        # Planning is heavy: it runs at normal priority even when the ticking thread is real time.
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="planner", initializer=normal_priority)
         self._plan_future = None
 
     # -- inputs -------------------------------------------------------------------------------------------
@@ -126,7 +128,10 @@ class ControlLoop:
         self.enabled = enabled
 
     # -- the tick -----------------------------------------------------------------------------------------
-    def tick(self, sample: JointSample | None, now: float, realtime: bool = True) -> TickResult:
+    def tick(self, sample: JointSample | None, now: float, realtime: bool = True,
+             deadline: float | None = None) -> TickResult:
+        """One control step. In real time the plan must be ready by `deadline` (time.monotonic(); default:
+        the plan budget from now) or the policy prior acts; otherwise planning always finishes."""
         self.ticks += 1
         if not self.enabled:
             self.mode = DISABLED
@@ -156,7 +161,7 @@ class ControlLoop:
             self.mode = HOLD
             return TickResult(self.held_target, HOLD, transition, log)
 
-        action, mode = self._act(obs, realtime)
+        action, mode = self._act(obs, realtime, deadline)
         if self.cfg.controller.exploration_noise > 0 and not self.cfg.controller.eval_mode:
             action = action + self.rng.normal(0.0, self.cfg.controller.exploration_noise, action.shape)
         target, applied = apply_action(action, self.last_target, q, self.lower, self.upper,
@@ -190,8 +195,8 @@ class ControlLoop:
             self._episode_over = True
         return transition
 
-    def _act(self, obs: np.ndarray, realtime: bool) -> tuple[np.ndarray, str]:
-        """The plan if it fits the budget (always, when not real time), else the policy prior's action."""
+    def _act(self, obs: np.ndarray, realtime: bool, deadline: float | None) -> tuple[np.ndarray, str]:
+        """The plan if it is ready by the deadline (always, when not real time), else the policy prior's action."""
         eval_mode = self.cfg.controller.eval_mode
         if not realtime:
             start = time.perf_counter()
@@ -202,7 +207,8 @@ class ControlLoop:
             start = time.perf_counter()
             self._plan_future = self._worker.submit(self.planner.plan, obs, eval_mode)
             try:
-                action = self._plan_future.result(timeout=self.budget)
+                timeout = self.budget if deadline is None else max(deadline - time.monotonic(), 0.0)
+                action = self._plan_future.result(timeout=timeout)
                 self.latency.add(time.perf_counter() - start)
                 return action, PLANNING
             except TimeoutError:

@@ -5,7 +5,9 @@ Publishes   the joint command (Float64MultiArray | JointTrajectory | JointState,
             transitions (tdmpc_ros/Transition), planner_status (tdmpc_ros/PlannerStatus), /diagnostics
 Services    controller/enable (SetBool), controller/reset (Trigger)
 
-In real time a timer ticks at `task.control_rate_hz`. With `sim.lockstep` each new joint state is a tick, the
+In real time a timer ticks at `task.control_rate_hz` and each command goes out a fixed `controller.plan_budget`
+share of the period after the tick's scheduled start, so planning-time jitter never reaches the command
+period (a plan not ready by then gives way to the policy prior). With `sim.lockstep` each new joint state is a tick, the
 arm steps once per command, and the controller sends nothing while it has no model or waits for the next
 episode's goal (a slow timer re-ticks then). Checkpoints load on a thread of their own and are swapped in
 between ticks.
@@ -26,6 +28,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from tdmpc_ros import topics
 from tdmpc_ros.control.loop import ControlLoop, TickResult
 from tdmpc_ros.control.models import ModelLoader
+from tdmpc_ros.control.priority import realtime_priority
 from tdmpc_ros.control.state import JointSample
 from tdmpc_ros.kinematics import ArmKinematics
 from tdmpc_ros.msg import ModelUpdate, PlannerStatus, Transition
@@ -75,8 +78,12 @@ class ControllerNode(Node):
         if self.lockstep:
             self.create_timer(LOCKSTEP_KICK_S, self.on_lockstep_kick)
         else:
-            self.create_timer(1.0 / self.cfg.task.control_rate_hz, self.on_tick)
+            self.tick_timer = self.create_timer(1.0 / self.cfg.task.control_rate_hz, self.on_tick)
         self.create_timer(1.0, self.publish_status)
+        if not self.lockstep and ccfg.thread_priority > 0:
+            # Last: the loader thread started above stays normal; the planner worker resets itself.
+            if (why := realtime_priority(ccfg.thread_priority)) is not None:
+                self.get_logger().warning(f"{why}: ticking at normal priority, expect more period jitter")
         self.get_logger().info(
             f"controller: {self.cfg.task.control_rate_hz:g} Hz, {'lockstep' if self.lockstep else 'real time'}, "
             f"output {ccfg.output}, planner {self.cfg.planner.backend}/{self.cfg.planner.device}, "
@@ -143,16 +150,30 @@ class ControllerNode(Node):
         state_clock = now
         if self.lockstep and self.sample is not None and self.last_command_time <= self.sample.received:
             state_clock = self.sample.received  # not commanded since this state: it is as fresh as it can be
-        result = self.loop.tick(self.sample, state_clock, realtime=not self.lockstep)
+        publish_at = None if self.lockstep else self.scheduled_start(now) + self.loop.budget
+        result = self.loop.tick(self.sample, state_clock, realtime=not self.lockstep, deadline=publish_at)
         for line in result.log:
             self.get_logger().warning(line)
         idle = self.lockstep and (self.loop.planner is None or self.loop.episode_over)
         if result.target is not None and not idle:
-            self.command_pub.publish(self.command_message(result))
+            message = self.command_message(result)
+            if publish_at is not None:
+                time.sleep(max(publish_at - time.monotonic(), 0.0))
+            self.command_pub.publish(message)
             self.last_command_time = time.monotonic()
         if result.transition is not None:
             self.transition_pub.publish(self.transition_message(result.transition))
         self.start_next_episode_if_idle(now)
+
+    def scheduled_start(self, now: float) -> float:
+        """When the running tick was due (time.monotonic()): the timer's next call less one period.
+
+        Anchored to the timer's own schedule, so a callback that starts late still publishes on the grid.
+        """
+        until_next_ns = self.tick_timer.time_until_next_call()
+        if until_next_ns is None:  # timer cancelled (shutting down)
+            return now
+        return now + until_next_ns * 1e-9 - self.loop.period
 
     def start_next_episode_if_idle(self, now: float) -> None:
         if not self.loop.episode_over:
