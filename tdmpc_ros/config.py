@@ -242,6 +242,9 @@ class ControllerConfig:
     ready by then gives way to the policy prior's action. The rest of the period publishes the transition."""
     exploration_noise: float = 0.0
     """Gaussian noise std added to actions for online data collection."""
+    lockstep_max_backlog: int = 50
+    """Lockstep only: hold the world while the learner owes updates for more than this many env steps (0:
+    never), so the arm waits for learning as `bench learn` does; without a learner nothing waits."""
     thread_priority: int = 50
     """SCHED_FIFO priority of the ticking thread in real time (ros2_control's default 50; 0: normal). Planning
     and model loading stay at normal priority. Without CAP_SYS_NICE or an rtprio limit it warns and runs

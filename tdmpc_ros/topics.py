@@ -5,6 +5,7 @@ GOAL = "goal"                        # geometry_msgs/PointStamped, one per episo
 TRANSITIONS = "transitions"          # tdmpc_ros/msg/Transition, one per control step
 MODEL_UPDATES = "model_updates"      # tdmpc_ros/msg/ModelUpdate
 PLANNER_STATUS = "planner_status"    # tdmpc_ros/msg/PlannerStatus
+LEARNER_PROGRESS = "learner_progress"  # tdmpc_ros/msg/LearnerProgress
 DIAGNOSTICS = "/diagnostics"         # diagnostic_msgs/DiagnosticArray (global, as aggregators expect)
 
 # Command conventions (controller.output -> default topic)

@@ -20,7 +20,7 @@ from tdmpc_ros.config import Config, load_config
 from tdmpc_ros.kinematics import ArmKinematics
 from tdmpc_ros.learning.agent import Agent
 from tdmpc_ros.learning.checkpoint import save_checkpoint
-from tdmpc_ros.msg import ModelUpdate, PlannerStatus, Transition
+from tdmpc_ros.msg import LearnerProgress, ModelUpdate, PlannerStatus, Transition
 from tdmpc_ros.nodes import qos
 
 CFG = Config()
@@ -160,3 +160,21 @@ def test_deadline_fallback_and_disable(controller, rclpy_context):
     count = len(arm.commands)
     arm.spin_for(1.0)
     assert len(arm.commands) == count and arm.last_status().mode == "disabled"  # disabled: publishes nothing
+
+
+def test_lockstep_waits_while_the_learner_is_behind(controller):
+    arm, _ = controller(**{"sim.lockstep": True, "controller.lockstep_max_backlog": 50})
+    progress_pub = arm.node.create_publisher(LearnerProgress, topics.LEARNER_PROGRESS, 10)
+    assert spin_until(arm.node, lambda: progress_pub.get_subscription_count() > 0, 30)
+    arm.spin_for(0.5)
+    assert len(arm.commands) > 10  # this fake arm publishes a state every 10 ms: lockstep ticks on each
+
+    progress_pub.publish(LearnerProgress(updates=1000, backlog_steps=51))
+    arm.spin_for(0.3)
+    count = len(arm.commands)
+    arm.spin_for(1.0)
+    assert len(arm.commands) == count  # the world waits for the learner
+
+    progress_pub.publish(LearnerProgress(updates=1100, backlog_steps=50))
+    arm.spin_for(1.0)
+    assert len(arm.commands) > count + 10

@@ -12,7 +12,7 @@ from tdmpc_ros import topics
 from tdmpc_ros.config import Config
 from tdmpc_ros.data.bags import read_episodes, write_transition_bag
 from tdmpc_ros.learning.checkpoint import load_checkpoint
-from tdmpc_ros.msg import ModelUpdate, Transition
+from tdmpc_ros.msg import LearnerProgress, ModelUpdate, Transition
 from tdmpc_ros.nodes import qos
 from tdmpc_ros.sim.expert import ScriptedExpert
 from tdmpc_ros.sim.reach_env import ReachEnv, collect_episode
@@ -45,6 +45,8 @@ class Peer:
         self.pub = self.node.create_publisher(Transition, topics.TRANSITIONS, qos.TRANSITIONS)
         self.updates: list[ModelUpdate] = []
         self.node.create_subscription(ModelUpdate, topics.MODEL_UPDATES, self.updates.append, qos.LATCHED)
+        self.progress: list[LearnerProgress] = []
+        self.node.create_subscription(LearnerProgress, topics.LEARNER_PROGRESS, self.progress.append, 10)
         self.sent = 0
         self.rng = np.random.default_rng(1)
 
@@ -80,9 +82,14 @@ def test_nothing_lost_updates_loadable_and_resume_after_sigkill(tmp_path, demo_d
         ckpt = load_checkpoint(update.path, expected_sha256=update.sha256)
         assert ckpt.meta["updates"] == update.updates and update.version >= 1
 
+        peer.progress.clear()
+        version_before = max(u.version for u in peer.updates)
         peer.send_episodes(3, first_id=0)
         assert spin_until(peer.node, lambda: "online 150" in (tmp_path / "learner1.log").read_text(), 30)
-        version_before = max(u.version for u in peer.updates)
+        # the progress a lockstep controller paces by: updates owed for the episodes, then worked off
+        assert any(p.backlog_steps > 0 for p in peer.progress)
+        assert spin_until(peer.node, lambda: (p := peer.progress[-1]).env_steps == 150 and p.backlog_steps == 0
+                          and not p.pretraining, 60)
         assert spin_until(peer.node, lambda: max(u.version for u in peer.updates) > version_before, 60)
     finally:
         proc.send_signal(signal.SIGKILL)

@@ -203,9 +203,14 @@ class ControlLoop:
             action = self.planner.plan(obs, eval_mode)
             self.latency.add(time.perf_counter() - start)
             return action, PLANNING
-        if self._plan_future is None or self._plan_future.done():
+        planning = self._plan_future is None or self._plan_future.done()
+        if planning:
             start = time.perf_counter()
             self._plan_future = self._worker.submit(self.planner.plan, obs, eval_mode)
+        # The fallback is computed up front (on this thread, while the worker plans): a missed deadline then
+        # costs no extra time, and the command still goes out on schedule.
+        fallback = self.planner.policy_action(obs, eval_mode)
+        if planning:
             try:
                 timeout = self.budget if deadline is None else max(deadline - time.monotonic(), 0.0)
                 action = self._plan_future.result(timeout=timeout)
@@ -214,7 +219,7 @@ class ControlLoop:
             except TimeoutError:
                 pass  # still planning: it finishes in the background and is discarded
         self.deadline_misses += 1
-        return self.planner.policy_action(obs, eval_mode), POLICY_FALLBACK
+        return fallback, POLICY_FALLBACK
 
     @property
     def episode_over(self) -> bool:

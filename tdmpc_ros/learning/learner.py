@@ -136,6 +136,12 @@ class Learner:
     def pretraining(self) -> bool:
         return self.updates < self.cfg.learner.pretrain_updates
 
+    @property
+    def backlog_steps(self) -> int:
+        """Online env steps (of completed episodes) whose scheduled updates are not done yet."""
+        utd = self.cfg.agent.utd_ratio
+        return int(np.ceil(self.owed / utd)) if utd > 0 else 0
+
     def can_train(self) -> bool:
         if self.replay.num_demo_steps() + self.replay.num_online_steps() == 0:
             return False

@@ -1,6 +1,7 @@
 """Controller node: MPPI at a fixed rate, delta-position targets to the arm's PD controller.
 
-Subscribes  joint_states (JointState), goal (PointStamped), model_updates (tdmpc_ros/ModelUpdate)
+Subscribes  joint_states (JointState), goal (PointStamped), model_updates (tdmpc_ros/ModelUpdate),
+            learner_progress (tdmpc_ros/LearnerProgress; lockstep only)
 Publishes   the joint command (Float64MultiArray | JointTrajectory | JointState, from `controller.output`),
             transitions (tdmpc_ros/Transition), planner_status (tdmpc_ros/PlannerStatus), /diagnostics
 Services    controller/enable (SetBool), controller/reset (Trigger)
@@ -9,11 +10,13 @@ In real time a timer ticks at `task.control_rate_hz` and each command goes out a
 share of the period after the tick's scheduled start, so planning-time jitter never reaches the command
 period (a plan not ready by then gives way to the policy prior). With `sim.lockstep` each new joint state is a tick, the
 arm steps once per command, and the controller sends nothing while it has no model or waits for the next
-episode's goal (a slow timer re-ticks then). Checkpoints load on a thread of their own and are swapped in
+episode's goal (a slow timer re-ticks then), and while the learner's backlog exceeds
+`controller.lockstep_max_backlog` env steps, so learning keeps pace with the world. Checkpoints load on a thread of their own and are swapped in
 between ticks.
 """
 from __future__ import annotations
 
+import sys
 import time
 
 from builtin_interfaces.msg import Duration
@@ -31,14 +34,15 @@ from tdmpc_ros.control.models import ModelLoader
 from tdmpc_ros.control.priority import realtime_priority
 from tdmpc_ros.control.state import JointSample
 from tdmpc_ros.kinematics import ArmKinematics
-from tdmpc_ros.msg import ModelUpdate, PlannerStatus, Transition
+from tdmpc_ros.msg import LearnerProgress, ModelUpdate, PlannerStatus, Transition
 from tdmpc_ros.nodes import qos, run_node
 from tdmpc_ros.nodes.params import declare_config
 
 OUTPUT_TYPES = {"float64_multi_array": Float64MultiArray, "joint_trajectory": JointTrajectory,
                 "joint_state": JointState}
 NEW_EPISODE_WAIT_S = 1.0  # an arm with no episode resets of its own gets a new episode after this
-LOCKSTEP_KICK_S = 0.1  # lockstep: re-tick this often when no state arrives (waiting for a model or a goal)
+LOCKSTEP_KICK_S = 0.1
+GIL_SWITCH_INTERVAL_S = 0.0005  # lockstep: re-tick this often when no state arrives (waiting for a model or a goal)
 
 
 class ControllerNode(Node):
@@ -59,6 +63,7 @@ class ControllerNode(Node):
         self.last_tick_time = 0.0
         self.pending_model = None  # (planner, model, version) from the loader thread, installed between ticks
         self.episode_over_since: float | None = None
+        self.learner_backlog = 0
 
         self.command_pub = self.create_publisher(
             OUTPUT_TYPES[ccfg.output], ccfg.command_topic or topics.COMMAND_TOPICS[ccfg.output], qos.STATE)
@@ -76,14 +81,19 @@ class ControllerNode(Node):
         if ccfg.model_path:
             self.loader.request(ccfg.model_path, "", 1)
         if self.lockstep:
+            self.create_subscription(LearnerProgress, topics.LEARNER_PROGRESS, self.on_learner_progress, 10)
             self.create_timer(LOCKSTEP_KICK_S, self.on_lockstep_kick)
         else:
             self.tick_timer = self.create_timer(1.0 / self.cfg.task.control_rate_hz, self.on_tick)
         self.create_timer(1.0, self.publish_status)
-        if not self.lockstep and ccfg.thread_priority > 0:
-            # Last: the loader thread started above stays normal; the planner worker resets itself.
-            if (why := realtime_priority(ccfg.thread_priority)) is not None:
-                self.get_logger().warning(f"{why}: ticking at normal priority, expect more period jitter")
+        if not self.lockstep:
+            # A woken tick thread waits for the GIL until the planner thread's bytecode yields it: every
+            # 5 ms by default, 0.5 ms here, so a late plan cannot hold back the command by much.
+            sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+            if ccfg.thread_priority > 0:
+                # Last: the loader thread started above stays normal; the planner worker resets itself.
+                if (why := realtime_priority(ccfg.thread_priority)) is not None:
+                    self.get_logger().warning(f"{why}: ticking at normal priority, expect more period jitter")
         self.get_logger().info(
             f"controller: {self.cfg.task.control_rate_hz:g} Hz, {'lockstep' if self.lockstep else 'real time'}, "
             f"output {ccfg.output}, planner {self.cfg.planner.backend}/{self.cfg.planner.device}, "
@@ -105,9 +115,20 @@ class ControllerNode(Node):
             self.on_lockstep_state()
 
     def on_lockstep_state(self) -> None:
-        """Tick on a state from the current episode: one stamped before the goal predates the arm's reset."""
-        if self.sample is not None and self.sample.stamp >= self.goal_stamp:
+        """Tick on a state from the current episode (one stamped before the goal predates the arm's reset),
+        unless the learner is too far behind."""
+        if self.sample is not None and self.sample.stamp >= self.goal_stamp and not self.waiting_for_learner():
             self.on_tick()
+
+    def on_learner_progress(self, msg: LearnerProgress) -> None:
+        was_waiting = self.waiting_for_learner()
+        self.learner_backlog = msg.backlog_steps
+        if was_waiting and not self.waiting_for_learner():
+            self.on_lockstep_state()
+
+    def waiting_for_learner(self) -> bool:
+        limit = self.cfg.controller.lockstep_max_backlog
+        return limit > 0 and self.learner_backlog > limit
 
     def on_lockstep_kick(self) -> None:
         """Re-tick while waiting for a model or a goal; after a command, give the arm state_timeout to answer."""

@@ -1,7 +1,8 @@
 """Learner node: trains from demo bags plus the controller's live transitions, hands checkpoints back.
 
 Subscribes  transitions (tdmpc_ros/Transition; reliable, deep)
-Publishes   model_updates (tdmpc_ros/ModelUpdate; latched), /diagnostics
+Publishes   model_updates (tdmpc_ros/ModelUpdate; latched), learner_progress (tdmpc_ros/LearnerProgress,
+            20 Hz: a lockstep controller holds the world while the learner's backlog is large), /diagnostics
 
 Every transition is appended to an online rosbag2 (mcap) in `learner.run_dir/online` as it arrives; on start
 the node resumes from the newest valid checkpoint and reloads its online bags with the demos. Training runs
@@ -24,9 +25,11 @@ from tdmpc_ros.data.transitions import BagEpisodeAssembler
 from tdmpc_ros.learning.checkpoint import file_sha256
 from tdmpc_ros.learning.learner import Learner, Published
 from tdmpc_ros.learning.metrics import MetricsLogger
-from tdmpc_ros.msg import ModelUpdate, Transition
+from tdmpc_ros.msg import LearnerProgress, ModelUpdate, Transition
 from tdmpc_ros.nodes import qos, run_node
 from tdmpc_ros.nodes.params import declare_config
+
+PROGRESS_PERIOD_S = 0.05
 
 
 class LearnerNode(Node):
@@ -39,6 +42,7 @@ class LearnerNode(Node):
         log = self.get_logger().info
         self.update_pub = self.create_publisher(ModelUpdate, topics.MODEL_UPDATES, qos.LATCHED)
         self.diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
+        self.progress_pub = self.create_publisher(LearnerProgress, topics.LEARNER_PROGRESS, 10)
 
         self.learner = Learner(self.cfg, self.run_dir, log=log, on_publish=self.publish_update)
         demos = read_episodes([Path(d) for d in self.cfg.learner.demos], self.cfg)
@@ -64,6 +68,7 @@ class LearnerNode(Node):
         self.trainer.start()
         self.last_log = time.monotonic()
         self.create_timer(1.0, self.on_status)
+        self.create_timer(PROGRESS_PERIOD_S, self.publish_progress)
         self.get_logger().info(f"learner: run folder {self.run_dir}, device {self.learner.device}, "
                                f"utd {self.cfg.agent.utd_ratio:g}, pretrain {self.cfg.learner.pretrain_updates}")
 
@@ -75,6 +80,14 @@ class LearnerNode(Node):
             self.learner.add_online(episode)
         for line in self.assembler.problems():
             self.get_logger().warning(line)
+
+    def publish_progress(self) -> None:
+        learner = self.learner
+        msg = LearnerProgress(updates=learner.updates, env_steps=learner.env_steps,
+                              backlog_steps=learner.backlog_steps, pretraining=learner.pretraining,
+                              model_version=learner.version)
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.progress_pub.publish(msg)
 
     def publish_update(self, published: Published) -> None:
         msg = ModelUpdate(version=published.version, path=published.path, sha256=published.sha256,
