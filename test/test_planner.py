@@ -207,3 +207,18 @@ def test_compiled_plan_matches_eager():
         obs = np.full(4, v, np.float32)
         np.testing.assert_allclose(compiled.plan(obs), eager.plan(obs), atol=1e-5)
         assert set(compiled.last_elites) == set(eager.last_elites)
+
+
+@pytest.mark.parametrize("episodic", [True, False])
+def test_bench_matmul_count_matches_what_a_plan_call_runs(episodic):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from tdmpc_ros.cli.bench_plan import plan_matmul_gflop
+    from tdmpc_ros.config import load_config
+
+    cfg = load_config(overrides={"model": {"preset": "small", "episodic": episodic}, "planner": {"compile": False}})
+    planner = make_planner(WorldModel(cfg.model), cfg.planner, cfg.discount, seed=0)
+    obs = np.zeros(cfg.model.obs_dim, np.float32)
+    with FlopCounterMode(display=False) as counter:
+        planner.plan(obs)
+    assert counter.get_total_flops() / 1e9 == pytest.approx(plan_matmul_gflop(cfg.model, cfg.planner), rel=1e-6)

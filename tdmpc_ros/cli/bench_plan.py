@@ -25,6 +25,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print only the JSON object")
 
 
+def mlp_flops(dims: list[int]) -> int:
+    """Multiply-adds x 2 of one row through Linear layers of these widths."""
+    return sum(2 * i * o for i, o in zip(dims[:-1], dims[1:]))
+
+
+def plan_matmul_gflop(m, p) -> float:
+    """Matmul work of one plan call (GFLOP), as `plan_step` does it: per iteration and sample, `horizon`
+    steps of reward + dynamics (+ termination), then pi and two Q heads at the end; plus the prior rollouts
+    and encoding the observation."""
+    latent, act, hidden = m.latent_dim, m.action_dim, [m.mlp_dim] * 2
+    encoder = mlp_flops([m.obs_dim, *[m.enc_dim] * max(m.num_enc_layers - 1, 1), latent])
+    dynamics = mlp_flops([latent + act, *hidden, latent])
+    reward = q_head = mlp_flops([latent + act, *hidden, m.num_bins])
+    termination = mlp_flops([latent, *hidden, 1]) if m.episodic else 0
+    pi = mlp_flops([latent, *hidden, 2 * act])
+    per_iteration = p.num_samples * (p.horizon * (reward + dynamics + termination) + pi + 2 * q_head)
+    prior = p.num_pi_trajs * (p.horizon * pi + (p.horizon - 1) * dynamics)
+    return (p.iterations * per_iteration + prior + encoder) / 1e9
+
+
+def gemm_gflops(rows: int, width: int, reps: int = 50) -> float:
+    """This CPU's float32 matmul rate (GFLOP/s) on the planner's shapes, at the current thread count."""
+    import torch
+
+    a, b = torch.randn(rows, width), torch.randn(width, width)
+    for _ in range(5):
+        a @ b
+    start = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * rows * width * width * reps / (time.perf_counter() - start) / 1e9
+
+
 def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
@@ -57,6 +90,10 @@ def run(args: argparse.Namespace) -> int:
         times[i] = time.perf_counter() - start
     cpu_ms = (time.process_time() - cpu_start) / args.calls * 1e3
     times *= 1e3
+    gflop = plan_matmul_gflop(cfg.model, cfg.planner)
+    # On a CPU the matmuls alone bound the call from below: work / the measured matmul rate (same threads).
+    gemm = gemm_gflops(cfg.planner.num_samples * cfg.planner.horizon, cfg.model.mlp_dim) \
+        if planner.device == "cpu" else None
     policy_times = []
     for _ in range(50):
         start = time.perf_counter()
@@ -70,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
         # CPU time of this process per call: with threads=1, close to the wall time on an idle core even
         # when other processes share the machine (wall-clock percentiles then include waiting for a core).
         "cpu_ms_per_call": round(cpu_ms, 3),
+        "matmul_gflop_per_call": round(gflop, 3), "gemm_gflops": round(gemm, 1) if gemm else None,
+        "matmul_floor_ms": round(gflop / gemm * 1e3, 2) if gemm else None,
         "setup_s": round(setup_s, 3), "first_call_ms": round(first_call_ms, 3),
         "policy_action_p50_ms": float(np.percentile(policy_times, 50) * 1e3),
         "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)], "cpu_count": os.cpu_count(),
