@@ -16,6 +16,7 @@ between ticks.
 """
 from __future__ import annotations
 
+import gc
 import sys
 import time
 
@@ -90,6 +91,9 @@ class ControllerNode(Node):
             # A woken tick thread waits for the GIL until the planner thread's bytecode yields it: every
             # 5 ms by default, 0.5 ms here, so a late plan cannot hold back the command by much.
             sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+            # Everything built so far (torch, rclpy, the model) lives for the whole run: keep it out of the
+            # cyclic collector's full passes, which otherwise stall ticks for milliseconds now and then.
+            gc.freeze()
             if ccfg.thread_priority > 0:
                 # Last: the loader thread started above stays normal; the planner worker resets itself.
                 if (why := realtime_priority(ccfg.thread_priority)) is not None:
