@@ -116,7 +116,7 @@ def test_fixed_rate_faults_hold_and_recover(controller):
         arm.spin_for(1.0)
         held = [c for t, c in arm.commands if t > time.monotonic() - 0.5]
         assert len(held) >= 5 and all(np.array_equal(c, held[0]) for c in held), fault  # holds at the rate
-        assert words in arm.last_status().fault
+        assert spin_until(arm.node, lambda: words in arm.last_status().fault, 2.0), fault  # status is 1 Hz
         arm.mode = "good"
         assert spin_until(arm.node, lambda: arm.last_status().fault == "", 5.0), fault
     text = log.read_text()
