@@ -17,7 +17,6 @@ between ticks.
 from __future__ import annotations
 
 import gc
-import sys
 import time
 
 from builtin_interfaces.msg import Duration
@@ -42,8 +41,7 @@ from tdmpc_ros.nodes.params import declare_config
 OUTPUT_TYPES = {"float64_multi_array": Float64MultiArray, "joint_trajectory": JointTrajectory,
                 "joint_state": JointState}
 NEW_EPISODE_WAIT_S = 1.0  # an arm with no episode resets of its own gets a new episode after this
-LOCKSTEP_KICK_S = 0.1
-GIL_SWITCH_INTERVAL_S = 0.0005  # lockstep: re-tick this often when no state arrives (waiting for a model or a goal)
+LOCKSTEP_KICK_S = 0.1  # lockstep: re-tick this often when no state arrives (waiting for a model or a goal)
 
 
 class ControllerNode(Node):
@@ -88,9 +86,6 @@ class ControllerNode(Node):
             self.tick_timer = self.create_timer(1.0 / self.cfg.task.control_rate_hz, self.on_tick)
         self.create_timer(1.0, self.publish_status)
         if not self.lockstep:
-            # A woken tick thread waits for the GIL until the planner thread's bytecode yields it: every
-            # 5 ms by default, 0.5 ms here, so a late plan cannot hold back the command by much.
-            sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
             # Everything built so far (torch, rclpy, the model) lives for the whole run: keep it out of the
             # cyclic collector's full passes, which otherwise stall ticks for milliseconds now and then.
             gc.freeze()
