@@ -69,10 +69,10 @@ def run(args: argparse.Namespace) -> int:
             launcher.start()
             try:
                 deadline = time.monotonic() + 120.0
-                while not (status and status[-1].mode == "planning" and status[-1].model_version):
+                while not (status and status[-1].mode in ("planning", "policy_fallback") and status[-1].model_version):
                     rclpy.spin_once(node, timeout_sec=0.1)
                     if time.monotonic() > deadline or launcher.exited_required():
-                        raise RuntimeError("controller did not start planning:\n" + log.getvalue()[-3000:])
+                        raise RuntimeError("controller did not start controlling:\n" + log.getvalue()[-3000:])
                 arrivals.clear()
                 sources.clear()
                 first = status[-1]
