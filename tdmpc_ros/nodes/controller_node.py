@@ -8,11 +8,11 @@ Services    controller/enable (SetBool), controller/reset (Trigger)
 
 In real time a timer ticks at `task.control_rate_hz` and each command goes out a fixed `controller.plan_budget`
 share of the period after the tick's scheduled start, so planning-time jitter never reaches the command
-period (a plan not ready by then gives way to the policy prior). With `sim.lockstep` each new joint state is a tick, the
-arm steps once per command, and the controller sends nothing while it has no model or waits for the next
-episode's goal (a slow timer re-ticks then), and while the learner's backlog exceeds
-`controller.lockstep_max_backlog` env steps, so learning keeps pace with the world. Checkpoints load on a thread of their own and are swapped in
-between ticks.
+period (a plan not ready by then gives way to the policy prior). With `sim.lockstep` each new joint state is
+a tick, the arm steps once per command, and the controller sends nothing while it has no model or waits for
+the next episode's goal (a slow timer re-ticks then), and while the learner's backlog exceeds
+`controller.lockstep_max_backlog` env steps, so learning keeps pace with the world. Checkpoints load on a
+thread of their own and are swapped in between ticks.
 """
 from __future__ import annotations
 
@@ -79,14 +79,13 @@ class ControllerNode(Node):
                                   self.get_logger().error)
         if ccfg.model_path:
             self.loader.request(ccfg.model_path, "", 1)
+        self.create_timer(1.0, self.publish_status)
         if self.lockstep:
             self.create_subscription(LearnerProgress, topics.LEARNER_PROGRESS, self.on_learner_progress, 10)
             self.create_timer(LOCKSTEP_KICK_S, self.on_lockstep_kick)
         else:
             self.tick_timer = self.create_timer(1.0 / self.cfg.task.control_rate_hz, self.on_tick)
-        self.create_timer(1.0, self.publish_status)
-        if not self.lockstep:
-            # Everything built so far (torch, rclpy, the model) lives for the whole run: keep it out of the
+            # Everything built so far (torch, rclpy, this node) lives for the whole run: keep it out of the
             # cyclic collector's full passes, which otherwise stall ticks for milliseconds now and then.
             gc.freeze()
             if ccfg.thread_priority > 0:
