@@ -42,6 +42,11 @@ ACTIVE = ("planning", "policy_fallback")  # controlling (a plan, or the policy p
 STATUS_PERIOD = 1.0  # the controller publishes PlannerStatus once a second
 
 
+def published(info) -> float:
+    """When a message was published, on time.monotonic()'s clock (its DDS source stamp is wall-clock ns)."""
+    return time.monotonic() - (time.time_ns() - info["source_timestamp"]) * 1e-9
+
+
 class Observer:
     """The test's own rclpy node: records commands, joint states, status, transitions and model updates."""
 
@@ -57,10 +62,14 @@ class Observer:
         self.goals: list[PointStamped] = []
         self.learner_diag: dict[str, str] = {}
         now = time.monotonic
+        # Commands and states are ordered by when they were published, so this process lagging behind its
+        # inbox (and draining one topic before the other) cannot reorder them.
         self.node.create_subscription(Float64MultiArray, COMMANDS,
-                                      lambda m: self.commands.append((now(), np.array(m.data))), qos.STATE)
+                                      lambda m, info: self.commands.append((published(info), np.array(m.data))),
+                                      qos.STATE)
         self.node.create_subscription(JointState, topics.JOINT_STATES,
-                                      lambda m: self.states.append((now(), np.array(m.position))), qos.STATE)
+                                      lambda m, info: self.states.append((published(info), np.array(m.position))),
+                                      qos.STATE)
         self.node.create_subscription(PlannerStatus, topics.PLANNER_STATUS,
                                       lambda m: self.status.append((now(), m)), 10)
         self.node.create_subscription(Transition, topics.TRANSITIONS,
@@ -95,7 +104,7 @@ class Observer:
 def hold_after_last_state(obs: Observer) -> tuple[float, int]:
     """(seconds the controller kept moving after the arm's last joint state, held commands after that).
 
-    Counted in message order (moving commands x period), not by arrival time, so a test process lagging
+    Counted in publish order (moving commands x period), not by arrival time, so a test process lagging
     behind its inbox can not skew it.
     """
     last_state = obs.states[-1][0]
