@@ -156,6 +156,8 @@ def test_arm_and_controller_deaths_and_pauses(tmp_path, rclpy_context, procs):
     restarted = time.monotonic()
     assert obs.until(lambda: obs.planning(since=restarted), 60), "control did not resume after the arm returned"
     arm_resume = next(t for t, s in obs.status if t > restarted and s.mode in ACTIVE) - restarted
+    # this observer discovers the new arm on its own (can take seconds): the pause below is timed by its states
+    assert obs.until(lambda: obs.states and obs.states[-1][0] > restarted, 30)
 
     # -- arm SIGSTOP for 4 x state_timeout, then SIGCONT --------------------------------------------------
     obs.spin(1.0)
