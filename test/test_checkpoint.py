@@ -84,6 +84,14 @@ def test_bit_flip_is_a_checksum_mismatch(tmp_path, trained_agent):
         load_checkpoint(path)
 
 
+def test_a_required_checksum_must_be_there(tmp_path, trained_agent):
+    path = saved(tmp_path, trained_agent)
+    sidecar_path(path).unlink()
+    assert load_checkpoint(path).sha256 == file_sha256(path)  # a user's bare .pt loads unverified
+    with pytest.raises(CheckpointError, match=rf"{path.name}: no checksum file {path.name}.sha256"):
+        load_checkpoint(path, require_checksum=True)
+
+
 def test_truncated_file_is_refused(tmp_path, trained_agent):
     path = saved(tmp_path, trained_agent)
     path.write_bytes(path.read_bytes()[:5000])

@@ -70,3 +70,12 @@ def test_checkpoints_rotate_and_resume(tmp_path, demos):
     leftover = tmp_path / "checkpoints" / ".ckpt_000005.pt.x1y2.tmp"
     leftover.write_bytes(b"half a checkpoint")
     assert make_learner(tmp_path).version == 3 and not leftover.exists()
+    # killed between the file and its checksum: an unverifiable file, also skipped (a flipped bit would load)
+    learner = make_learner(tmp_path)
+    learner.checkpoint()
+    newest = learner.store.versions()[-1][1]
+    assert newest.name == "ckpt_000005.pt"
+    (tmp_path / "checkpoints" / "ckpt_000005.pt.sha256").unlink()
+    logged = []
+    assert Learner(learner.cfg, tmp_path, log=logged.append).version == 3
+    assert any(f"skipping checkpoint: {newest}: no checksum file" in line for line in logged), logged

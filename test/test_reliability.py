@@ -179,11 +179,22 @@ def test_arm_and_controller_deaths_and_pauses(tmp_path, rclpy_context, procs):
     controller.send_signal(signal.SIGKILL)
     controller.wait()
     last_target = obs.commands[-1][1]
-    obs.spin(1.0)
-    recent = np.array([q for t, q in obs.states if t > time.monotonic() - 0.5])
+    killed = time.monotonic()
+
+    def last_half_second() -> np.ndarray:
+        return np.array([q for t, q in obs.states if t > max(killed, obs.states[-1][0] - 0.5)])
+
+    def still() -> bool:
+        recent = last_half_second()
+        return len(recent) > 10 and float(np.abs(recent - recent[-1]).max()) < 1e-3
+
+    # The arm settles on its last target (PD, ~0.1 s time constant; longer in wall time when a loaded machine
+    # runs the physics behind real time), then stays there.
+    assert obs.until(still, 10), np.abs(last_half_second() - last_target).max(axis=1)
+    recent = last_half_second()
     drift = float(np.abs(recent - recent[-1]).max())
     tracking = float(np.abs(recent[-1] - last_target).max())
-    assert len(recent) > 10 and drift < 1e-3 and tracking < 0.02  # holding still, at the last target
+    assert tracking < 0.02  # holding still, at the last target
 
     # Jog the arm well away from the dead controller's target, so a stale target would show.
     jog = last_target + np.where(np.arange(len(last_target)) % 2 == 0, 0.2, -0.2)

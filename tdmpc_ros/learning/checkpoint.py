@@ -99,8 +99,14 @@ def _expected_digest(path: Path, expected: str | None) -> str | None:
     return text[0].lower()
 
 
-def load_checkpoint(path: str | Path, expected_sha256: str | None = None) -> Checkpoint:
-    """Read and verify a checkpoint; every problem raises CheckpointError naming the file."""
+def load_checkpoint(path: str | Path, expected_sha256: str | None = None,
+                    require_checksum: bool = False) -> Checkpoint:
+    """Read and verify a checkpoint; every problem raises CheckpointError naming the file.
+
+    The checksum is `expected_sha256`, else the `.sha256` file beside it; with neither, the file is loaded
+    unverified unless `require_checksum` (a run folder's own checkpoints, whose sidecar is written right after
+    the file: a missing one means the write was cut short).
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file is missing")
@@ -109,6 +115,9 @@ def load_checkpoint(path: str | Path, expected_sha256: str | None = None) -> Che
         raise CheckpointError(f"{path}: checkpoint file is empty")
     digest = hashlib.sha256(data).hexdigest()
     expected = _expected_digest(path, expected_sha256)
+    if expected is None and require_checksum:
+        raise CheckpointError(f"{path}: no checksum file {sidecar_path(path).name} beside it; "
+                              "the write was cut short")
     if expected is not None and expected != digest:
         raise CheckpointError(f"{path}: checksum mismatch (expected {expected}, file has {digest}); "
                               "corrupted or partly written")

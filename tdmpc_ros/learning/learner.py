@@ -62,7 +62,7 @@ class CheckpointStore:
         """(version, Checkpoint) of the newest checkpoint that verifies, or None; bad ones are logged."""
         for version, path in reversed(self.versions()):
             try:
-                return version, load_checkpoint(path)
+                return version, load_checkpoint(path, require_checksum=True)
             except CheckpointError as exc:
                 self.log(f"skipping checkpoint: {exc}")
         return None
