@@ -6,6 +6,7 @@ with batched matmuls instead of torch.vmap so it traces to ONNX and can evaluate
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.nn as nn
@@ -24,27 +25,55 @@ def mish_fast(x: torch.Tensor) -> torch.Tensor:
     return x * _tanh_softplus(x)
 
 
+def _mish_and_slope(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mish and its derivative, t + x sigmoid(x) (1 - t^2) = t + 4 x e (e + 1) / d^2 with d = n + 2 (the
+    closed form of `_tanh_softplus`), from one read of x."""
+    e = x.clamp(max=20.0).exp()
+    n = (e + 2.0) * e
+    d = n + 2.0
+    t = n / d
+    return x * t, t + 4.0 * x * e * (e + 1.0) / (d * d)
+
+
+_compiled_mish_and_slope = None  # made on first use; False once compiling failed
+
+
+def _fused_mish_and_slope(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`_mish_and_slope` as one compiled pass on CPU float32 (inductor; about 3.5x faster forward+backward than
+    the eager kernels at 5x768x128); eager elsewhere, or where torch.compile cannot run (no C++ compiler)."""
+    global _compiled_mish_and_slope
+    if _compiled_mish_and_slope is not False and x.device.type == "cpu" and x.dtype == torch.float32:
+        if _compiled_mish_and_slope is None:
+            _compiled_mish_and_slope = torch.compile(_mish_and_slope, dynamic=True)  # flat: one graph for all sizes
+        try:
+            y, slope = _compiled_mish_and_slope(x.reshape(-1))
+            return y.view_as(x), slope.view_as(x)
+        except Exception as exc:  # noqa: BLE001 - any compiler failure leaves the eager path, which is exact too
+            warnings.warn(f"Mish: torch.compile failed ({type(exc).__name__}: {exc}); training with eager kernels")
+            _compiled_mish_and_slope = False
+    return _mish_and_slope(x)
+
+
 class _MishFunction(torch.autograd.Function):
-    """The closed form with a hand-written backward: d/dx = t + x sigmoid(x) (1 - t^2), t = tanh(softplus(x))."""
+    """Mish for training: the forward also produces the derivative, so the backward is one multiply."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        t = _tanh_softplus(x)
-        ctx.save_for_backward(x, t)
-        return x * t
+        y, slope = _fused_mish_and_slope(x)
+        ctx.save_for_backward(slope)
+        return y
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        x, t = ctx.saved_tensors
-        slope = torch.sigmoid(x).mul_(x).mul_(t.square().neg_().add_(1.0))
-        return slope.add_(t).mul_(grad)
+        (slope,) = ctx.saved_tensors
+        return grad * slope
 
 
 class Mish(nn.Module):
     """Mish through the closed form: with no gradient `mish_fast`, with one `_MishFunction`.
 
-    On this CPU (torch 2.13, 1 thread, 1536x128) F.mish takes 5.5 ms forward+backward, the hand-written
-    backward 2.5 ms; forward alone 2.9 ms vs 1.1 ms for 2048x128.
+    On this CPU (torch 2.13, 2 threads, 5x768x128) forward+backward takes 4.4 ms with F.mish, 2.8 ms with
+    eager closed-form kernels, 0.74 ms with the compiled one-pass kernel; no-grad forward 0.8 ms.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
