@@ -150,6 +150,9 @@ class AgentConfig:
     """Seed for torch, numpy and sampling."""
     device: str = "cpu"
     """Training device: cpu, cuda or auto."""
+    compile_targets: bool = True
+    """torch.compile the no-gradient TD-target pass (encode, policy, target Q): ~5% faster updates on CPU,
+    ~10 s more for the first one; eager where compiling fails."""
 
 
 @dataclass

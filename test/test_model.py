@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from tdmpc_ros.config import MODEL_PRESETS, ModelConfig
 from tdmpc_ros.model import WorldModel, math, parameter_counts
-from tdmpc_ros.model.layers import Mish, QEnsemble, SimNorm, fast_dropout, mish_fast, mlp
+from tdmpc_ros.model.layers import Mish, QEnsemble, _EnsembleNormMish, SimNorm, fast_dropout, mish_fast, mlp
 
 # Official TD-MPC2 5m counts (single task) for two observation/action sizes.
 REFERENCE_COUNTS = [
@@ -158,10 +158,21 @@ def test_stacked_ensemble_equals_separate_heads():
     got = ens(x)
     assert got.shape == (5, 4, 6, 11)
     assert torch.allclose(got, expected, atol=1e-5)
-    # gradients agree too (the training path)
-    g_sep = torch.autograd.grad(expected.square().sum(), x)[0]
-    g_ens = torch.autograd.grad(ens(x).square().sum(), x)[0]
-    assert torch.allclose(g_sep, g_ens, atol=1e-4)
+    # gradients agree too (the training path: fused LayerNorm + Mish), for the input and every LayerNorm affine
+    ln_params = [m.ln.weight for h in heads for m in h[:2]] + [m.ln.bias for h in heads for m in h[:2]]
+    g_sep = torch.autograd.grad(expected.square().sum(), [x, *ln_params])
+    g_ens = torch.autograd.grad(ens(x).square().sum(), [x, *ens.ln_weight, *ens.ln_bias])
+    assert torch.allclose(g_sep[0], g_ens[0], atol=1e-4)
+    per_head = torch.stack(g_sep[1:]).view(2, 5, 2, 32)  # (weight|bias, head, layer, dim)
+    assert torch.allclose(per_head.transpose(1, 2), torch.stack(g_ens[1:]).view(2, 2, 5, 32), rtol=1e-4, atol=1e-4)
+
+
+def test_fused_ensemble_norm_mish_backward_checks_numerically():
+    torch.manual_seed(0)
+    h = torch.randn(3, 5, 16, dtype=torch.float64, requires_grad=True)
+    gamma = (1 + 0.3 * torch.randn(3, 1, 16, dtype=torch.float64)).requires_grad_()
+    beta = (0.3 * torch.randn(3, 1, 16, dtype=torch.float64)).requires_grad_()
+    torch.autograd.gradcheck(_EnsembleNormMish.apply, (h, gamma, beta))
 
 
 def test_selected_heads_equal_all_heads_slice():

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from tdmpc_ros.config import Config
 from tdmpc_ros.model import WorldModel
+from tdmpc_ros.model.compiled import CompiledOrEager
 from tdmpc_ros.model.math import soft_ce
 
 Batch = dict[str, torch.Tensor]
@@ -53,6 +54,18 @@ def keep_freed_memory_mapped() -> bool:
     return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 1 << 30))
 
 
+@torch.no_grad()
+def td_targets(model: WorldModel, next_obs: torch.Tensor, reward: torch.Tensor, terminated: torch.Tensor,
+               discount: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encoded next observations, and TD targets r + gamma (1 - terminated) min of two random target heads
+    at the policy's next action. A function of the model (not an Agent method), so one compiled graph serves
+    every agent of the same shapes."""
+    next_z = model.encode(next_obs)
+    action, _ = model.pi(next_z)
+    q = model.Q(next_z, action, "min", target=True)
+    return next_z, reward + discount * (1.0 - terminated) * q
+
+
 class Agent:
     """World model, its two Adam optimisers and the policy-loss scale; `train_step` is the entry point."""
 
@@ -62,7 +75,7 @@ class Agent:
         self.device = torch.device(device)
         if self.device.type == "cpu":
             keep_freed_memory_mapped()
-        self.discount = cfg.discount
+        self.discount = torch.tensor(cfg.discount, device=self.device)  # a tensor: compiled code takes any value
         self.model = WorldModel(cfg.model).to(self.device).eval()
         a, m = cfg.agent, self.model
         critic = [{"params": m._encoder.parameters(), "lr": a.lr * a.enc_lr_scale},
@@ -75,6 +88,7 @@ class Agent:
         self._q_params = list(m._qs.parameters())
         self._pi_params = list(m._pi.parameters())
         self.scale = RunningScale(a.tau, self.device)
+        self._td_targets = CompiledOrEager(td_targets) if a.compile_targets else td_targets
         self.updates = 0
 
     # -- batches -----------------------------------------------------------------------------------------
@@ -93,14 +107,8 @@ class Agent:
     def _rho(self, n: int) -> torch.Tensor:
         return self.cfg.agent.rho ** torch.arange(n, device=self.device, dtype=torch.float32)
 
-    @torch.no_grad()
     def _targets(self, obs: torch.Tensor, reward: torch.Tensor, terminated: torch.Tensor):
-        """Encoded next observations, and TD targets r + gamma (1 - terminated) min of two random target heads
-        at the policy's next action."""
-        next_z = self.model.encode(obs[1:])
-        action, _ = self.model.pi(next_z)
-        q = self.model.Q(next_z, action, "min", target=True)
-        return next_z, reward + self.discount * (1.0 - terminated) * q
+        return self._td_targets(self.model, obs[1:], reward, terminated, self.discount)
 
     def _rollout(self, obs0: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """Latents [H+1, B, latent]: the encoded first observation, then the dynamics under the actions."""
