@@ -2,6 +2,10 @@
 
 Parameter layouts and counts match TD-MPC2 (tdmpc2/common/layers.py) exactly. The ensemble runs its heads
 with batched matmuls instead of torch.vmap so it traces to ONNX and can evaluate a subset of heads.
+
+Training (gradients on) runs Mish, and the ensemble's per-head LayerNorm + Mish, through compiled one-pass
+kernels whose forward also yields what the backward needs; without gradients (targets, planning, ONNX export)
+the layers are plain eager ops.
 """
 from __future__ import annotations
 
