@@ -115,6 +115,19 @@ def hold_after_last_state(obs: Observer) -> tuple[float, int]:
     return len(changes) / RATE, len(cmds) - 1 - last_change
 
 
+def settled_states(obs: Observer, since: float, timeout: float = 10.0) -> np.ndarray:
+    """The arm's last 0.5 s of joint states once it has been still (< 1e-3 rad) that long, after `since`."""
+    def last_half_second() -> np.ndarray:
+        return np.array([q for t, q in obs.states if t > max(since, obs.states[-1][0] - 0.5)])
+
+    def still() -> bool:
+        recent = last_half_second()
+        return len(recent) > 10 and float(np.abs(recent - recent[-1]).max()) < 1e-3
+
+    assert obs.until(still, timeout), f"arm still moving: {np.ptp(last_half_second(), axis=0)} rad over 0.5 s"
+    return last_half_second()
+
+
 def write_checkpoint(path, seed: int = 1):
     return save_checkpoint(path, Agent(load_config(overrides={"agent": {"seed": seed}})),
                            {"updates": 0, "env_steps": 0})
@@ -179,30 +192,20 @@ def test_arm_and_controller_deaths_and_pauses(tmp_path, rclpy_context, procs):
     controller.send_signal(signal.SIGKILL)
     controller.wait()
     last_target = obs.commands[-1][1]
-    killed = time.monotonic()
-
-    def last_half_second() -> np.ndarray:
-        return np.array([q for t, q in obs.states if t > max(killed, obs.states[-1][0] - 0.5)])
-
-    def still() -> bool:
-        recent = last_half_second()
-        return len(recent) > 10 and float(np.abs(recent - recent[-1]).max()) < 1e-3
-
     # The arm settles on its last target (PD, ~0.1 s time constant; longer in wall time when a loaded machine
     # runs the physics behind real time), then stays there.
-    assert obs.until(still, 10), np.abs(last_half_second() - last_target).max(axis=1)
-    recent = last_half_second()
+    recent = settled_states(obs, since=time.monotonic())
     drift = float(np.abs(recent - recent[-1]).max())
     tracking = float(np.abs(recent[-1] - last_target).max())
     assert tracking < 0.02  # holding still, at the last target
 
-    # Jog the arm well away from the dead controller's target, so a stale target would show.
+    # Jog the arm well away from the dead controller's target, so a stale target would show; let it settle
+    # there, so the restarted controller's first command can be compared with where the arm is.
     jog = last_target + np.where(np.arange(len(last_target)) % 2 == 0, 0.2, -0.2)
     for _ in range(20):
         obs.jog_pub.publish(Float64MultiArray(data=jog.tolist()))
         obs.spin(0.05)
-    obs.spin(0.5)
-    jogged = obs.states[-1][1]
+    jogged = settled_states(obs, since=time.monotonic())[-1]
     assert np.abs(jogged - last_target).max() > 3 * SCALE
     obs.commands.clear()
     controller = start_node("controller_node", controller_params, tmp_path / "controller1.log")
