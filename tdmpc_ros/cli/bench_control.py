@@ -69,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
             launcher.start()
             try:
                 deadline = time.monotonic() + 120.0
-                while not (status and status[-1].mode in ("planning", "policy_fallback") and status[-1].model_version):
+                controlling = (PlannerStatus.MODE_PLANNING, PlannerStatus.MODE_POLICY_FALLBACK)
+                while not (status and status[-1].mode in controlling and status[-1].model_version):
                     rclpy.spin_once(node, timeout_sec=0.1)
                     if time.monotonic() > deadline or launcher.exited_required():
                         raise RuntimeError("controller did not start controlling:\n" + log.getvalue()[-3000:])

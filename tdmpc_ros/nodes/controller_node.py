@@ -29,7 +29,7 @@ from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from tdmpc_ros import topics
-from tdmpc_ros.control.loop import ControlLoop, TickResult
+from tdmpc_ros.control.loop import PLANNING, ControlLoop, TickResult
 from tdmpc_ros.control.models import ModelLoader
 from tdmpc_ros.control.priority import realtime_priority
 from tdmpc_ros.control.state import JointSample
@@ -238,7 +238,7 @@ class ControllerNode(Node):
                                ticks=loop.ticks, fault=loop.fault.active or "")
         status.header.stamp = self.get_clock().now().to_msg()
         self.status_pub.publish(status)
-        level = DiagnosticStatus.OK if loop.mode == "planning" else DiagnosticStatus.WARN
+        level = DiagnosticStatus.OK if loop.mode == PLANNING else DiagnosticStatus.WARN
         if loop.fault.active:
             level = DiagnosticStatus.ERROR
         values = {"mode": loop.mode, "backend": pcfg.backend, "device": pcfg.device,
