@@ -16,19 +16,20 @@ import pytest
 import torch
 
 from tdmpc_ros.config import load_config
-from tdmpc_ros.learning.agent import LOSS_KEYS, Agent
+from tdmpc_ros.learning.agent import LOSS_KEYS, Agent, td_targets
 
 HORIZON = 3
 SUCCESS_RADIUS = 0.1
 
 
-def point_mass_config(seed: int = 1, critic_actor_ratio: int = 0, batch_size: int = 64):
+def point_mass_config(seed: int = 1, critic_actor_ratio: int = 0, batch_size: int = 64, compile: bool = True):
     # lr 1e-3 (TD-MPC2 uses 3e-4) so a few hundred updates suffice on this tiny problem
     return load_config(overrides={
         "model": {"preset": "small", "obs_dim": 2},
         "task": {"joint_names": ["x", "y"], "max_episode_steps": 50},
         "planner": {"horizon": HORIZON},
-        "agent": {"seed": seed, "batch_size": batch_size, "critic_actor_ratio": critic_actor_ratio, "lr": 1e-3}})
+        "agent": {"seed": seed, "batch_size": batch_size, "critic_actor_ratio": critic_actor_ratio, "lr": 1e-3,
+                  "compile": compile}})
 
 
 def step(x, a):
@@ -126,6 +127,28 @@ def test_same_seed_same_losses():
     assert run_updates(4) != first
 
 
+def test_compiled_training_graph_matches_eager():
+    """The world-model losses compiled with their backward (activations kept, dropout drawn by the custom op)
+    give eager's losses and gradients."""
+    batch = window_sampler(random_episodes(20), 32, seed=7)()
+    results = []
+    for compile in (False, True):
+        agent = Agent(point_mass_config(batch_size=32, compile=compile))
+        obs, action, reward, terminated = agent._unpack(batch)
+        agent.model.train()
+        torch.manual_seed(11)  # the same target heads and dropout draws for both
+        next_z, td = td_targets(agent.model, obs[1:], reward, terminated, agent.discount)
+        total, parts, _ = agent._world_model_losses(agent.model, agent.cfg.agent, obs, action, reward, terminated,
+                                                    next_z, td)
+        total.backward()
+        results.append((parts.detach(), {n: p.grad for n, p in agent.model.named_parameters() if p.grad is not None}))
+    (eager_parts, eager_grads), (compiled_parts, compiled_grads) = results
+    assert torch.allclose(compiled_parts, eager_parts, rtol=1e-4, atol=1e-6), (compiled_parts, eager_parts)
+    assert eager_grads.keys() == compiled_grads.keys() and any(n.startswith("_qs.") for n in eager_grads)
+    for name, grad in eager_grads.items():
+        assert torch.allclose(compiled_grads[name], grad, rtol=1e-3, atol=1e-6), name
+
+
 def test_training_runs_eagerly_where_torch_compile_cannot(tmp_path):
     """No working C++ compiler (a lean robot PC): each compiled training kernel warns once and runs eagerly."""
     code = ("import json, warnings\n"
@@ -140,7 +163,7 @@ def test_training_runs_eagerly_where_torch_compile_cannot(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(run.stdout.splitlines()[-1])
     failed = [w for w in result["warnings"] if "torch.compile failed" in w]
-    for kernel in ("_mish_and_slope", "_ensemble_norm_mish", "td_targets"):
+    for kernel in ("_mish_and_slope", "_ensemble_norm_mish", "td_targets", "world_model_losses", "policy_terms"):
         assert sum(w.startswith(f"{kernel}:") for w in failed) == 1, failed  # once, then eager
     assert len(result["losses"]) == 4 and all(np.isfinite(v) for losses in result["losses"] for v in losses.values())
 

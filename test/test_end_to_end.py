@@ -69,7 +69,7 @@ def test_launch_arm_runs_the_learning_loop(tmp_path, rclpy_context, lockstep):
     node.create_subscription(PlannerStatus, topics.PLANNER_STATUS, status.append, 10)
     try:
         swapped = spin_until(node, lambda: updates and status and status[-1].model_version >= 1
-                             and status[-1].mode == "planning", 120)
+                             and status[-1].mode == "planning", 300)
         assert swapped, (tmp_path / "launch.log").read_text()[-4000:]
         first_version = status[-1].model_version
         commands.clear()

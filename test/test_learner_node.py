@@ -77,7 +77,7 @@ def test_nothing_lost_updates_loadable_and_resume_after_sigkill(tmp_path, demo_d
     try:
         assert spin_until(peer.node, lambda: peer.node.count_subscribers(topics.TRANSITIONS) > 0, 60)
         # demo-only pretraining publishes models before any online data
-        assert spin_until(peer.node, lambda: len(peer.updates) >= 1, 120), (tmp_path / "learner1.log").read_text()
+        assert spin_until(peer.node, lambda: len(peer.updates) >= 1, 300), (tmp_path / "learner1.log").read_text()
         update = peer.updates[-1]
         ckpt = load_checkpoint(update.path, expected_sha256=update.sha256)
         assert ckpt.meta["updates"] == update.updates and update.version >= 1

@@ -294,7 +294,7 @@ def test_learner_death_mid_checkpoint_and_pause(tmp_path, demo_dir, rclpy_contex
     procs += [learner, start_node("arm_node", {}, tmp_path / "arm.log"),
               start_node("controller_node", FAST_PLANNER, tmp_path / "controller.log")]
     obs = Observer(rclpy_context)
-    assert obs.until(lambda: obs.planning() and obs.last_status().model_version >= 1, 120), \
+    assert obs.until(lambda: obs.planning() and obs.last_status().model_version >= 1, 300), \
         (tmp_path / "learner0.log").read_text()[-3000:]
     # Online episodes reach the replay, also those the arm's reset cut before their final step.
     assert obs.until(lambda: int(obs.learner_diag.get("online_steps", 0)) >= 2 * CFG.task.max_episode_steps, 60)

@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from tdmpc_ros.config import Config
+from tdmpc_ros.config import AgentConfig, Config
 from tdmpc_ros.model import WorldModel
 from tdmpc_ros.model.compiled import CompiledOrEager
 from tdmpc_ros.model.math import soft_ce
@@ -66,6 +66,56 @@ def td_targets(model: WorldModel, next_obs: torch.Tensor, reward: torch.Tensor, 
     return next_z, reward + discount * (1.0 - terminated) * q
 
 
+def rho_weights(rho: float, steps: int, device: torch.device) -> torch.Tensor:
+    """TD-MPC2's per-step loss weights rho^t."""
+    return rho ** torch.arange(steps, device=device, dtype=torch.float32)
+
+
+def rollout(model: WorldModel, obs0: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+    """Latents [H+1, B, latent]: the encoded first observation, then the dynamics under the actions."""
+    z = model.encode(obs0)
+    zs = [z]
+    for a in action.unbind(0):
+        z = model.next(z, a)
+        zs.append(z)
+    return torch.stack(zs)
+
+
+def value_loss(model: WorldModel, zs: torch.Tensor, action: torch.Tensor, td: torch.Tensor,
+               rho: torch.Tensor) -> torch.Tensor:
+    """Soft-CE of every head against the TD target, rho-weighted over steps, averaged over heads."""
+    qs = model.Q(zs, action, "all")  # [num_q, H, B, bins]
+    per_step = soft_ce(qs, td, model.bins).mean(dim=(2, 3)).sum(0)  # [H]
+    return (per_step * rho).sum() / (len(rho) * qs.shape[0])
+
+
+def world_model_losses(model: WorldModel, cfg: AgentConfig, obs: torch.Tensor, action: torch.Tensor,
+                       reward: torch.Tensor, terminated: torch.Tensor, next_z: torch.Tensor, td: torch.Tensor):
+    """World-model losses on one batch, given its TD targets -> (total, [consistency, reward, value,
+    termination], latents). A function of the model, so one compiled graph (forward and backward) serves
+    every agent of the same shapes."""
+    horizon = action.shape[0]
+    rho = rho_weights(cfg.rho, horizon, obs.device)
+    zs = rollout(model, obs[0], action)
+    consistency = ((zs[1:] - next_z).pow(2).mean(dim=(1, 2)) * rho).sum() / horizon
+    reward_loss = (soft_ce(model.reward(zs[:-1], action), reward, model.bins).mean(dim=(1, 2)) * rho).sum() / horizon
+    values = value_loss(model, zs[:-1], action, td, rho)
+    if model._termination is not None:
+        termination_loss = F.binary_cross_entropy_with_logits(model.termination(zs[1:], unnormalized=True),
+                                                              terminated)
+    else:
+        termination_loss = zs.new_zeros(())
+    total = (cfg.consistency_coef * consistency + cfg.reward_coef * reward_loss + cfg.value_coef * values
+             + cfg.termination_coef * termination_loss)
+    return total, torch.stack([consistency, reward_loss, values, termination_loss]), zs
+
+
+def policy_terms(model: WorldModel, zs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Q (mean of two heads) of the policy's actions at zs, and their scaled entropy."""
+    action, info = model.pi(zs)
+    return model.Q(zs, action, "avg"), info["scaled_entropy"]
+
+
 class Agent:
     """World model, its two Adam optimisers and the policy-loss scale; `train_step` is the entry point."""
 
@@ -88,7 +138,15 @@ class Agent:
         self._q_params = list(m._qs.parameters())
         self._pi_params = list(m._pi.parameters())
         self.scale = RunningScale(a.tau, self.device)
-        self._td_targets = CompiledOrEager(td_targets) if a.compile_targets else td_targets
+
+        def compiled(fn, **options):
+            return CompiledOrEager(fn, **options) if a.compile else fn
+
+        self._td_targets = compiled(td_targets)
+        # Forward and backward compiled together; the backward keeps eager autograd's saved activations.
+        # Static shapes (a graph per batch shape): torch 2.13's dynamic-shape tracing fails on these regions.
+        self._world_model_losses = compiled(world_model_losses, keep_activations=True, dynamic=False)
+        self._policy_terms = compiled(policy_terms, keep_activations=True, dynamic=False)
         self.updates = 0
 
     # -- batches -----------------------------------------------------------------------------------------
@@ -105,57 +163,19 @@ class Agent:
         return obs, action, reward, terminated
 
     def _rho(self, n: int) -> torch.Tensor:
-        return self.cfg.agent.rho ** torch.arange(n, device=self.device, dtype=torch.float32)
+        return rho_weights(self.cfg.agent.rho, n, self.device)
 
     def _targets(self, obs: torch.Tensor, reward: torch.Tensor, terminated: torch.Tensor):
         return self._td_targets(self.model, obs[1:], reward, terminated, self.discount)
 
-    def _rollout(self, obs0: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        """Latents [H+1, B, latent]: the encoded first observation, then the dynamics under the actions."""
-        z = self.model.encode(obs0)
-        zs = [z]
-        for a in action.unbind(0):
-            z = self.model.next(z, a)
-            zs.append(z)
-        return torch.stack(zs)
-
-    def _value_loss(self, zs: torch.Tensor, action: torch.Tensor, td: torch.Tensor, rho: torch.Tensor):
-        """Soft-CE of every head against the TD target, rho-weighted over steps, averaged over heads."""
-        qs = self.model.Q(zs, action, "all")  # [num_q, H, B, bins]
-        per_step = soft_ce(qs, td, self.model.bins).mean(dim=(2, 3)).sum(0)  # [H]
-        return (per_step * rho).sum() / (len(rho) * self.cfg.model.num_q)
-
     # -- updates -----------------------------------------------------------------------------------------
-    def _model_losses(self, obs, action, reward, terminated):
-        """World-model losses on one batch -> (total, [consistency, reward, value, termination], latents)."""
-        a, model = self.cfg.agent, self.model
-        horizon = action.shape[0]
-        rho = self._rho(horizon)
-        next_z, td = self._targets(obs, reward, terminated)
-        zs = self._rollout(obs[0], action)
-        consistency = ((zs[1:] - next_z).pow(2).mean(dim=(1, 2)) * rho).sum() / horizon
-        reward_loss = (soft_ce(model.reward(zs[:-1], action), reward, model.bins).mean(dim=(1, 2)) * rho).sum() / horizon
-        value_loss = self._value_loss(zs[:-1], action, td, rho)
-        if model._termination is not None:
-            termination_loss = F.binary_cross_entropy_with_logits(model.termination(zs[1:], unnormalized=True),
-                                                                  terminated)
-        else:
-            termination_loss = zs.new_zeros(())
-        total = (a.consistency_coef * consistency + a.reward_coef * reward_loss + a.value_coef * value_loss
-                 + a.termination_coef * termination_loss)
-        return total, torch.stack([consistency, reward_loss, value_loss, termination_loss]), zs
-
-    def _policy_terms(self, zs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Q (mean of two heads) of the policy's actions and their scaled entropy."""
-        action, info = self.model.pi(zs)
-        return self.model.Q(zs, action, "avg"), info["scaled_entropy"]
-
     def update(self, batch: Batch) -> dict[str, float]:
         """One full TD-MPC2 update; returns the losses as floats (keys LOSS_KEYS)."""
         a, model = self.cfg.agent, self.model
         obs, action, reward, terminated = self._unpack(batch)
         model.train()
-        total, parts, zs = self._model_losses(obs, action, reward, terminated)
+        next_z, td = self._targets(obs, reward, terminated)
+        total, parts, zs = self._world_model_losses(model, a, obs, action, reward, terminated, next_z, td)
         total.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self._critic_params, a.grad_clip_norm, foreach=True)
         self.optim.step()
@@ -172,7 +192,7 @@ class Agent:
         """Maximise the scaled Q of the policy's actions plus an entropy bonus, through a frozen ensemble."""
         a, model = self.cfg.agent, self.model
         model.track_q_grad(False)
-        q, scaled_entropy = self._policy_terms(zs)
+        q, scaled_entropy = self._policy_terms(model, zs)
         self.scale.update(q[0])
         q = q / self.scale.value
         pi_loss = (-(a.entropy_coef * scaled_entropy + q).mean(dim=(1, 2)) * self._rho(len(zs))).mean()
@@ -192,16 +212,16 @@ class Agent:
         obs, action, reward, terminated = self._unpack(batch)
         _, td = self._targets(obs, reward, terminated)
         with torch.no_grad():
-            zs = self._rollout(obs[0], action[:-1])
+            zs = rollout(model, obs[0], action[:-1])
         model.train()
-        value_loss = self._value_loss(zs, action, td, self._rho(action.shape[0]))
-        (a.value_coef * value_loss).backward()
+        values = value_loss(model, zs, action, td, self._rho(action.shape[0]))
+        (a.value_coef * values).backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self._q_params, a.grad_clip_norm, foreach=True)
         self.optim.step()
         self.optim.zero_grad(set_to_none=True)
         model.soft_update_target_Q(a.tau)
         model.eval()
-        return {"value_loss": float(value_loss.detach()), "grad_norm": float(grad_norm)}
+        return {"value_loss": float(values.detach()), "grad_norm": float(grad_norm)}
 
     def train_step(self, sample_batch: Callable[[], Batch]) -> dict[str, float]:
         """`critic_actor_ratio` value-only updates, then one full update (whose losses are returned)."""

@@ -155,7 +155,14 @@ class Learner:
             with self.lock:
                 return self.replay.sample(batch_size, horizon, self.rng, device=self.device)
 
+        first = not self._rate
+        if first and self.cfg.agent.compile:
+            self.log("first update: compiling the training graphs (torch.compile; about a minute with a cold "
+                     "inductor cache, seconds once cached)")
+        started = time.monotonic()
         losses = self.agent.train_step(sample)
+        if first:
+            self.log(f"first update took {time.monotonic() - started:.1f} s")
         with self.lock:
             self.updates += 1
             if not self.pretraining:

@@ -4,8 +4,9 @@ Parameter layouts and counts match TD-MPC2 (tdmpc2/common/layers.py) exactly. Th
 with batched matmuls instead of torch.vmap so it traces to ONNX and can evaluate a subset of heads.
 
 Training (gradients on) runs Mish, and the ensemble's per-head LayerNorm + Mish, through compiled one-pass
-kernels whose forward also yields what the backward needs; without gradients (targets, planning, ONNX export)
-the layers are plain eager ops.
+kernels whose forward also yields what the backward needs; inside a compiled training graph (learning/agent.py)
+the same maths is inlined for inductor to fuse with its neighbours. Without gradients (targets, planning,
+ONNX export) the layers are plain eager ops.
 """
 from __future__ import annotations
 
@@ -143,18 +144,17 @@ class SimNorm(nn.Module):
         return f"dim={self.dim}"
 
 
-def fast_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
-    """Training-mode dropout. For small p on CPU, draws only the dropped positions.
+@torch.library.custom_op("tdmpc_ros::sparse_dropout_mask", mutates_args=())
+def sparse_dropout_mask(like: torch.Tensor, p: float) -> torch.Tensor:
+    """A CPU dropout mask shaped like `like`: 0 where dropped, 1 / (1 - p) elsewhere, drawing only the
+    dropped positions.
 
     Gaps between dropped entries of an i.i.d. Bernoulli(p) mask are geometric, so sampling ~n p gaps gives
     exactly F.dropout's distribution while skipping n random draws (CPU RNG is slow: 5x768x128 at p 0.01
-    takes 6.7 ms with F.dropout, about 1 ms here).
+    takes 6.7 ms with F.dropout, about 1 ms here). A custom op, so compiled graphs call it as it is (inductor
+    would otherwise draw all n numbers).
     """
-    if p <= 0.0:
-        return x
-    if x.device.type != "cpu" or p > 0.1:
-        return F.dropout(x, p, training=True)
-    n = x.numel()
+    n = like.numel()
     chunk = int(n * p + 8 * math.sqrt(n * p) + 16)
     log_keep = math.log1p(-p)
     parts, last = [], -1
@@ -163,10 +163,22 @@ def fast_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
         parts.append(last + torch.cumsum(gaps, 0))
         last = int(parts[-1][-1])
     dropped = torch.cat(parts)
-    # The mask is built in place (it needs no gradient); an in-place fill of x's product would make
-    # autograd copy the whole tensor twice.
-    mask = torch.full((n,), 1.0 / (1.0 - p), dtype=x.dtype).index_fill_(0, dropped[dropped < n], 0.0)
-    return x * mask.view_as(x)
+    mask = torch.full((n,), 1.0 / (1.0 - p), dtype=like.dtype).index_fill_(0, dropped[dropped < n], 0.0)
+    return mask.view_as(like)
+
+
+@sparse_dropout_mask.register_fake
+def _(like: torch.Tensor, p: float) -> torch.Tensor:
+    return torch.empty_like(like)
+
+
+def fast_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
+    """Training-mode dropout: `sparse_dropout_mask` for small p on CPU, F.dropout otherwise."""
+    if p <= 0.0:
+        return x
+    if x.device.type != "cpu" or p > 0.1:
+        return F.dropout(x, p, training=True)
+    return x * sparse_dropout_mask(x.detach(), p)
 
 
 class NormedLinear(nn.Linear):
