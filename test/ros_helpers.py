@@ -14,13 +14,15 @@ REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "config" / "arm.yaml"
 
 
-def start_node(name: str, params: dict | None = None, log_path: Path | None = None) -> subprocess.Popen:
-    """Start tdmpc_ros.nodes.<name> as its own process with the repo config plus `section.field` overrides."""
+def start_node(name: str, params: dict | None = None, log_path: Path | None = None,
+               env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start tdmpc_ros.nodes.<name> as its own process with the repo config plus `section.field` overrides
+    (and `env` added to this process's environment)."""
     args = [sys.executable, "-m", f"tdmpc_ros.nodes.{name}", "--ros-args", "--params-file", str(CONFIG)]
     for key, value in (params or {}).items():
         args += ["-p", f"{key}:={param_text(value)}"]
     out = open(log_path, "w") if log_path else subprocess.DEVNULL
-    return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ), cwd=REPO,
+    return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, cwd=REPO,
                             start_new_session=True)
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 import signal
+import time
 
 import numpy as np
 import pytest
@@ -110,3 +111,19 @@ def test_nothing_lost_updates_loadable_and_resume_after_sigkill(tmp_path, demo_d
         assert "3 episodes" in text  # its online bags reloaded with the demos
     finally:
         assert stop(proc) == 0
+
+
+def test_sigint_while_the_first_update_compiles_stops_at_once(tmp_path, demo_dir):
+    """Ctrl-C during the first update's compile (a cold inductor cache: about a minute) stops the learner
+    cleanly at once rather than after the compile."""
+    log = tmp_path / "learner.log"
+    proc = start_node("learner_node", {**FAST, "learner.run_dir": str(tmp_path / "run"),
+                                       "learner.demos": [str(demo_dir)]},
+                      log, env={"TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "cold_cache")})
+    deadline = time.monotonic() + 60
+    while "first update: compiling" not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "first update: compiling" in log.read_text(), log.read_text()
+    assert stop(proc, timeout=15.0) == 0, log.read_text()[-3000:]  # SIGKILLed (-9) if not out within 15 s
+    assert "stopping during the first update (compiling the training graphs)" in log.read_text()
+

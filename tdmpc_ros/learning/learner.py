@@ -142,6 +142,11 @@ class Learner:
         utd = self.cfg.agent.utd_ratio
         return int(np.ceil(self.owed / utd)) if utd > 0 else 0
 
+    @property
+    def updated_in_process(self) -> bool:
+        """Whether an update has finished in this process (the first one compiles the training graphs)."""
+        return bool(self._rate)
+
     def can_train(self) -> bool:
         if self.replay.num_demo_steps() + self.replay.num_online_steps() == 0:
             return False
@@ -155,7 +160,7 @@ class Learner:
             with self.lock:
                 return self.replay.sample(batch_size, horizon, self.rng, device=self.device)
 
-        first = not self._rate
+        first = not self.updated_in_process
         if first and self.cfg.agent.compile:
             self.log("first update: compiling the training graphs (torch.compile; about a minute with a cold "
                      "inductor cache, seconds once cached)")

@@ -126,8 +126,14 @@ class LearnerNode(Node):
 
     def destroy_node(self) -> None:
         self.stop.set()
-        self.trainer.join(timeout=30.0)
-        if self.learner.updates:
+        # The first update of a process compiles the training graphs (up to about a minute): nothing has been
+        # learned here yet, so do not wait for it; the daemon thread ends with the process.
+        self.trainer.join(timeout=30.0 if self.learner.updated_in_process else 2.0)
+        if self.trainer.is_alive():
+            stands = f", v{self.learner.version} stands" if self.learner.version else ""
+            self.get_logger().warning(
+                f"stopping during the first update (compiling the training graphs): no final checkpoint{stands}")
+        elif self.learner.updates:
             self.learner.on_publish = None  # the context may already be shut down: save, do not announce
             self.learner.checkpoint()
         self.writer.close()
