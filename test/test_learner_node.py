@@ -113,9 +113,11 @@ def test_nothing_lost_updates_loadable_and_resume_after_sigkill(tmp_path, demo_d
         assert stop(proc) == 0
 
 
-def test_sigint_while_the_first_update_compiles_stops_at_once(tmp_path, demo_dir):
+@pytest.mark.parametrize("into_compile_s", [0.0, 6.0, 20.0])
+def test_sigint_while_the_first_update_compiles_stops_at_once(tmp_path, demo_dir, into_compile_s):
     """Ctrl-C during the first update's compile (a cold inductor cache: about a minute) stops the learner
-    cleanly at once rather than after the compile."""
+    cleanly at once rather than after the compile: while tracing (0 s) and while inductor builds C++ (6 s,
+    20 s in; an ordinary interpreter exit there aborted in std::terminate)."""
     log = tmp_path / "learner.log"
     proc = start_node("learner_node", {**FAST, "learner.run_dir": str(tmp_path / "run"),
                                        "learner.demos": [str(demo_dir)]},
@@ -124,6 +126,7 @@ def test_sigint_while_the_first_update_compiles_stops_at_once(tmp_path, demo_dir
     while "first update: compiling" not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert "first update: compiling" in log.read_text(), log.read_text()
+    time.sleep(into_compile_s)
+    assert "first update took" not in log.read_text()  # still compiling
     assert stop(proc, timeout=15.0) == 0, log.read_text()[-3000:]  # SIGKILLed (-9) if not out within 15 s
     assert "stopping during the first update (compiling the training graphs)" in log.read_text()
-

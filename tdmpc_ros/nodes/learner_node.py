@@ -10,6 +10,8 @@ on a thread of its own so the subscription is never starved.
 """
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -142,7 +144,13 @@ class LearnerNode(Node):
 
 
 def main(args=None) -> None:
-    run_node(LearnerNode, args)
+    node = run_node(LearnerNode, args)
+    if node is not None and node.trainer.is_alive():
+        # Still compiling the first update (bags closed, context down): a normal interpreter exit would run
+        # C++ destructors under the compiling thread and abort (std::terminate), so leave at once.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 if __name__ == "__main__":
