@@ -66,9 +66,9 @@ class Peer:
                 spin_until(self.node, lambda: False, 1.0 / rate_hz)
 
 
-def start_learner(run_dir, demo_dir, log):
+def start_learner(run_dir, demo_dir, log, env=None):
     return start_node("learner_node", {**FAST, "learner.run_dir": str(run_dir), "learner.demos": [str(demo_dir)]},
-                      log)
+                      log, env)
 
 
 def test_nothing_lost_updates_loadable_and_resume_after_sigkill(tmp_path, demo_dir, rclpy_context):
@@ -119,9 +119,7 @@ def test_sigint_while_the_first_update_compiles_stops_at_once(tmp_path, demo_dir
     cleanly at once rather than after the compile: while tracing (0 s) and while inductor builds C++ (6 s,
     20 s in; an ordinary interpreter exit there aborted in std::terminate)."""
     log = tmp_path / "learner.log"
-    proc = start_node("learner_node", {**FAST, "learner.run_dir": str(tmp_path / "run"),
-                                       "learner.demos": [str(demo_dir)]},
-                      log, env={"TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "cold_cache")})
+    proc = start_learner(tmp_path / "run", demo_dir, log, env={"TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "cold_cache")})
     deadline = time.monotonic() + 60
     while "first update: compiling" not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
