@@ -182,6 +182,8 @@ class TaskConfig:
     """Consecutive in-radius steps that end an episode as a success."""
     max_episode_steps: int = 100
     """Truncation limit per episode."""
+    base_frame: str = ""
+    """Frame id that goals must carry; empty: the arm's base link (the URDF's root)."""
 
     @property
     def obs_dim(self) -> int:
@@ -257,6 +259,9 @@ class ControllerConfig:
     """Checkpoint to start from; empty runs the untrained prior-free hold until a model arrives."""
     eval_mode: bool = False
     """Deterministic planner output (no elite sampling, no noise)."""
+    max_checkpoint_bytes: int = 8 * 1024**3
+    """Largest checkpoint file a node will read (checked with stat before reading; the 317m preset with its
+    optimiser state is about 5 GB)."""
 
 
 @dataclass
@@ -277,6 +282,10 @@ class LearnerConfig:
     """Online bag file size before a new one is started."""
     log_every_s: float = 5.0
     """Progress log period (s)."""
+    max_open_episodes: int = 64
+    """Live episodes the learner assembles at once; beyond it the oldest is closed as cut short."""
+    open_episode_timeout_s: float = 120.0
+    """An episode with no new transition for this long is closed as cut short (s)."""
 
 
 @dataclass
