@@ -2,16 +2,21 @@
 
 `config/*.yaml` files are ROS 2 parameter files (`/**: ros__parameters: {section: {field: value}}`), so
 `ros2 launch` can pass them to nodes unchanged; `load_config` reads the same file without ROS. Every field
-below is a node parameter named `section.field`.
+below is a node parameter named `section.field`. Each field carries its rule (type, range, choices;
+`config_rules`), checked whenever a section is built, and `Config` checks the relations between fields, so an
+out-of-range value is refused with an error naming it before anything uses it.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from tdmpc_ros.config_rules import DEVICE, ROS_NAME, ConfigError, check_fields, checked, coerce, field_kind, require
 
 # TD-MPC2's size presets (tdmpc2/common/__init__.py MODEL_SIZE) plus two small CPU presets.
 MODEL_PRESETS: dict[str, dict[str, int]] = {
@@ -23,166 +28,187 @@ MODEL_PRESETS: dict[str, dict[str, int]] = {
     "48m": dict(enc_dim=1792, mlp_dim=1792, latent_dim=768, num_enc_layers=4, num_q=5),
     "317m": dict(enc_dim=4096, mlp_dim=4096, latent_dim=1376, num_enc_layers=5, num_q=8),
 }
+BUNDLED_ROBOTS = ("kuka_iiwa", "panda")
+OUTPUTS = ("float64_multi_array", "joint_trajectory", "joint_state")
+MAX_JOINTS = 64
 
 
-class ConfigError(ValueError):
-    """A config file or override that does not fit the schema."""
+class _Section:
+    """Checks its fields' rules when built (a dataclass's __post_init__)."""
+
+    section = ""
+
+    def __post_init__(self) -> None:
+        check_fields(self.section, self)
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(_Section):
     """World-model architecture (TD-MPC2 names). Size fields left at 0 come from `preset`."""
 
-    preset: str = "small"
+    section = "model"
+
+    preset: str = checked("small", choices=tuple(MODEL_PRESETS))
     """Size preset: small, medium, 1m, 5m, 19m, 48m or 317m."""
-    obs_dim: int = 0
+    obs_dim: int = checked(0, ge=0, le=1_000_000)
     """Observation size; 0 takes it from the task."""
-    action_dim: int = 0
+    action_dim: int = checked(0, ge=0, le=64)
     """Action size; 0 takes it from the task (one per joint)."""
-    latent_dim: int = 0
+    latent_dim: int = checked(0, ge=0, le=65536)
     """Latent state size (a multiple of simnorm_dim)."""
-    mlp_dim: int = 0
+    mlp_dim: int = checked(0, ge=0, le=65536)
     """Hidden width of dynamics, reward, termination, Q and policy MLPs."""
-    enc_dim: int = 0
+    enc_dim: int = checked(0, ge=0, le=65536)
     """Hidden width of the encoder."""
-    num_enc_layers: int = 0
+    num_enc_layers: int = checked(0, ge=0, le=32)
     """Encoder depth (hidden layers + 1)."""
-    num_q: int = 0
+    num_q: int = checked(0, ge=0, le=64)
     """Q-ensemble size."""
-    simnorm_dim: int = 8
+    simnorm_dim: int = checked(8, ge=2, le=1024)
     """SimNorm group size: the latent is a set of softmaxes over groups of this many entries."""
-    num_bins: int = 101
+    num_bins: int = checked(101, ge=2, le=10001)
     """Two-hot bins for reward and value regression (symlog space)."""
-    vmin: float = -10.0
+    vmin: float = checked(-10.0)
     """Lowest bin (symlog space)."""
-    vmax: float = 10.0
+    vmax: float = checked(10.0)
     """Highest bin (symlog space)."""
-    dropout: float = 0.01
+    dropout: float = checked(0.01, ge=0.0, lt=1.0)
     """Dropout in the first layer of each Q head."""
-    log_std_min: float = -10.0
+    log_std_min: float = checked(-10.0)
     """Lower bound of the policy's log standard deviation."""
-    log_std_max: float = 2.0
+    log_std_max: float = checked(2.0)
     """Upper bound of the policy's log standard deviation."""
-    episodic: bool = True
+    episodic: bool = checked(True)
     """Learn a termination head (episodes end on success)."""
 
     def __post_init__(self) -> None:
-        if self.preset not in MODEL_PRESETS:
-            raise ConfigError(f"model.preset: unknown preset {self.preset!r}; choose from {sorted(MODEL_PRESETS)}")
+        super().__post_init__()
         for key, value in MODEL_PRESETS[self.preset].items():
             if getattr(self, key) == 0:
                 setattr(self, key, value)
-        if self.latent_dim % self.simnorm_dim:
-            raise ConfigError(f"model.latent_dim {self.latent_dim} is not a multiple of simnorm_dim {self.simnorm_dim}")
+        require(self.latent_dim % self.simnorm_dim == 0,
+                f"model.latent_dim {self.latent_dim} is not a multiple of model.simnorm_dim {self.simnorm_dim}")
+        require(self.num_q >= 2, f"model.num_q: {self.num_q} is out of range; allowed: >= 2 (TD targets take "
+                                 "the minimum of two heads)")
+        require(self.num_enc_layers >= 1, f"model.num_enc_layers: {self.num_enc_layers} is out of range; allowed: >= 1")
+        require(self.vmin < self.vmax, f"model.vmin {self.vmin:g} must be below model.vmax {self.vmax:g}")
+        require(self.log_std_min < self.log_std_max,
+                f"model.log_std_min {self.log_std_min:g} must be below model.log_std_max {self.log_std_max:g}")
 
 
 @dataclass
-class PlannerConfig:
+class PlannerConfig(_Section):
     """MPPI in latent space (TD-MPC2 defaults)."""
 
-    horizon: int = 3
+    section = "planner"
+
+    horizon: int = checked(3, ge=1, le=100)
     """Planning horizon; also the world model's training horizon."""
-    iterations: int = 6
+    iterations: int = checked(6, ge=1, le=1000)
     """MPPI refinement iterations per plan call."""
-    num_samples: int = 512
+    num_samples: int = checked(512, ge=1, le=1_000_000)
     """Action sequences per iteration, policy-prior ones included."""
-    num_elites: int = 64
+    num_elites: int = checked(64, ge=1)
     """Top sequences kept to refit the sampling distribution."""
-    num_pi_trajs: int = 24
+    num_pi_trajs: int = checked(24, ge=0)
     """Sequences drawn from the policy prior."""
-    min_std: float = 0.05
+    min_std: float = checked(0.05, gt=0.0)
     """Lower clamp of the sampling std."""
-    max_std: float = 2.0
+    max_std: float = checked(2.0, gt=0.0)
     """Upper clamp (and initial value) of the sampling std."""
-    temperature: float = 0.5
+    temperature: float = checked(0.5, gt=0.0)
     """Softmax temperature over elite scores."""
-    backend: str = "torch"
+    backend: str = checked("torch", choices=("torch", "onnx"))
     """torch or onnx."""
-    device: str = "cpu"
+    device: str = checked("cpu", pattern=DEVICE)
     """cpu or cuda (torch device; onnx picks the CUDA provider when cuda)."""
-    compile: bool = True
+    compile: bool = checked(True)
     """torch.compile the plan step where it pays (CPU: default mode; CUDA: CUDA graphs)."""
-    threads: int = 1
+    threads: int = checked(1, ge=0, le=4096)
     """torch intra-op threads for the planner (1 in a node sharing the machine; 0 leaves torch's setting alone)."""
 
 
 @dataclass
-class AgentConfig:
+class AgentConfig(_Section):
     """TD-MPC2 losses and optimisation, with RLPD's update ratios."""
 
-    batch_size: int = 256
+    section = "agent"
+
+    batch_size: int = checked(256, ge=1, le=1_000_000)
     """Windows per update."""
-    lr: float = 3e-4
+    lr: float = checked(3e-4, gt=0.0, le=1.0)
     """Adam learning rate."""
-    enc_lr_scale: float = 0.3
+    enc_lr_scale: float = checked(0.3, ge=0.0, le=100.0)
     """Encoder learning-rate multiplier."""
-    grad_clip_norm: float = 20.0
+    grad_clip_norm: float = checked(20.0, gt=0.0)
     """Gradient-norm clip."""
-    rho: float = 0.5
+    rho: float = checked(0.5, gt=0.0, le=1.0)
     """Per-step loss decay over the horizon."""
-    consistency_coef: float = 20.0
+    consistency_coef: float = checked(20.0, ge=0.0)
     """Latent consistency loss weight."""
-    reward_coef: float = 0.1
+    reward_coef: float = checked(0.1, ge=0.0)
     """Reward cross-entropy weight."""
-    value_coef: float = 0.1
+    value_coef: float = checked(0.1, ge=0.0)
     """Value cross-entropy weight."""
-    termination_coef: float = 1.0
+    termination_coef: float = checked(1.0, ge=0.0)
     """Termination BCE weight."""
-    entropy_coef: float = 1e-4
+    entropy_coef: float = checked(1e-4, ge=0.0)
     """Policy entropy bonus (scaled by action_dim inside the loss)."""
-    tau: float = 0.01
+    tau: float = checked(0.01, gt=0.0, le=1.0)
     """Polyak rate of the target Q ensemble."""
-    discount_denom: float = 5.0
+    discount_denom: float = checked(5.0, gt=0.0)
     """Discount heuristic: gamma = (L/denom - 1)/(L/denom) for episode length L."""
-    discount_min: float = 0.95
+    discount_min: float = checked(0.95, gt=0.0, lt=1.0)
     """Lower clamp of the discount."""
-    discount_max: float = 0.995
+    discount_max: float = checked(0.995, gt=0.0, lt=1.0)
     """Upper clamp of the discount."""
-    utd_ratio: float = 1.0
+    utd_ratio: float = checked(1.0, gt=0.0, le=1000.0)
     """Gradient updates per environment step collected (update-to-data ratio)."""
-    critic_actor_ratio: int = 0
+    critic_actor_ratio: int = checked(0, ge=0, le=1000)
     """Extra value-only updates for each full update (RLPD critic-to-actor ratio minus one)."""
-    demo_ratio: float = 0.5
+    demo_ratio: float = checked(0.5, ge=0.0, le=1.0)
     """Share of each batch drawn from demonstrations (RLPD symmetric sampling: 0.5)."""
-    buffer_capacity: int = 1_000_000
+    buffer_capacity: int = checked(1_000_000, ge=1)
     """Online replay capacity in transitions (oldest evicted first; demos never are)."""
-    seed: int = 1
+    seed: int = checked(1, ge=0, lt=2**32)
     """Seed for torch, numpy and sampling."""
-    device: str = "cpu"
+    device: str = checked("cpu", pattern=DEVICE + "|auto")
     """Training device: cpu, cuda or auto."""
-    compile: bool = True
+    compile: bool = checked(True)
     """torch.compile the training graphs (TD targets; world-model losses and policy terms, forward and
     backward): ~25% faster updates on CPU. The first update of a process compiles (about a minute with a cold
     inductor cache, seconds once cached); eager where compiling fails."""
 
 
 @dataclass
-class TaskConfig:
+class TaskConfig(_Section):
     """The reach task and the delta-position action interface, shared by sim, controller and learner."""
 
-    robot: str = "kuka_iiwa"
+    section = "task"
+
+    robot: str = checked("kuka_iiwa", choices=BUNDLED_ROBOTS)
     """kuka_iiwa or panda (URDFs from pybullet_data)."""
-    joint_names: list[str] = field(default_factory=lambda: [f"lbr_iiwa_joint_{i}" for i in range(1, 8)])
+    joint_names: list[str] = checked([f"lbr_iiwa_joint_{i}" for i in range(1, 8)], empty_ok=False, unique=True)
     """Controlled joints, in action order."""
-    ee_link: str = "lbr_iiwa_link_7"
+    ee_link: str = checked("lbr_iiwa_link_7", empty_ok=False)
     """End-effector link for forward kinematics."""
-    control_rate_hz: float = 20.0
+    control_rate_hz: float = checked(20.0, gt=0.0, le=10_000.0)
     """Control (and action) rate."""
-    action_scale: float = 0.05
+    action_scale: float = checked(0.05, gt=0.0, le=math.pi)
     """Radians per tick for a full action: target = last_target + clip(a,-1,1) * action_scale."""
-    joint_margin: float = 0.05
+    joint_margin: float = checked(0.05, ge=0.0, le=math.pi)
     """Targets stay this far inside the URDF joint limits (rad)."""
-    goal_low: list[float] = field(default_factory=lambda: [0.35, -0.35, 0.25])
+    goal_low: list[float] = checked([0.35, -0.35, 0.25], length=3)
     """Lower corner of the goal box (m, base frame)."""
-    goal_high: list[float] = field(default_factory=lambda: [0.65, 0.35, 0.65])
+    goal_high: list[float] = checked([0.65, 0.35, 0.65], length=3)
     """Upper corner of the goal box (m, base frame)."""
-    success_radius: float = 0.05
+    success_radius: float = checked(0.05, gt=0.0)
     """Success when the end effector is this close to the goal (m)."""
-    success_hold_steps: int = 3
+    success_hold_steps: int = checked(3, ge=1)
     """Consecutive in-radius steps that end an episode as a success."""
-    max_episode_steps: int = 100
+    max_episode_steps: int = checked(100, ge=1, le=10_000_000)
     """Truncation limit per episode."""
-    base_frame: str = ""
+    base_frame: str = checked("", pattern=ROS_NAME)
     """Frame id that goals must carry; empty: the arm's base link (the URDF's root)."""
 
     @property
@@ -196,95 +222,101 @@ class TaskConfig:
 
 
 @dataclass
-class SimConfig:
+class SimConfig(_Section):
     """The embedded PyBullet arm."""
 
-    physics_hz: float = 240.0
+    section = "sim"
+
+    physics_hz: float = checked(240.0, gt=0.0, le=100_000.0)
     """Physics step rate."""
-    kp: float = 400.0
+    kp: float = checked(400.0, ge=0.0)
     """PD position gain (Nm/rad)."""
-    kd: float = 40.0
+    kd: float = checked(40.0, ge=0.0)
     """PD velocity gain (Nm s/rad)."""
-    max_effort: float = 200.0
+    max_effort: float = checked(200.0, gt=0.0)
     """Torque limit per joint (Nm)."""
-    max_velocity: float = 2.0
+    max_velocity: float = checked(2.0, gt=0.0)
     """Velocity limit per joint (rad/s)."""
-    joint_state_rate_hz: float = 100.0
+    joint_state_rate_hz: float = checked(100.0, gt=0.0, le=100_000.0)
     """/joint_states publish rate in real-time mode."""
-    lockstep: bool = False
+    lockstep: bool = checked(False)
     """Advance physics one control period per command received, instead of in real time."""
-    home: list[float] = field(default_factory=lambda: [0.0, 0.4, 0.0, -1.2, 0.0, 1.0, 0.0])
+    home: list[float] = checked([0.0, 0.4, 0.0, -1.2, 0.0, 1.0, 0.0], empty_ok=False)
     """Home joint positions (rad)."""
-    home_noise: float = 0.1
+    home_noise: float = checked(0.1, ge=0.0, le=math.pi)
     """Uniform perturbation of the home pose at reset (rad)."""
-    controller_name: str = "forward_position_controller"
+    controller_name: str = checked("forward_position_controller", empty_ok=False, pattern=ROS_NAME)
     """ros2_control-style controller name: commands arrive on /<controller_name>/commands."""
-    friction_range: list[float] = field(default_factory=lambda: [0.0, 0.0])
+    friction_range: list[float] = checked([0.0, 0.0], length=2, ge=0.0)
     """Domain randomisation: joint friction drawn per episode from this range (Nm)."""
-    gain_scale_range: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    gain_scale_range: list[float] = checked([1.0, 1.0], length=2, gt=0.0)
     """Domain randomisation: PD gain multiplier drawn per episode."""
-    latency_steps: int = 0
+    latency_steps: int = checked(0, ge=0, le=1000)
     """Domain randomisation: actions applied this many control ticks late."""
-    obs_noise: float = 0.0
+    obs_noise: float = checked(0.0, ge=0.0)
     """Domain randomisation: Gaussian noise std on measured joint positions (rad)."""
-    seed: int = 0
+    seed: int = checked(0, ge=0, lt=2**32)
     """Seed for goals, home perturbation and randomisation."""
 
 
 @dataclass
-class ControllerConfig:
+class ControllerConfig(_Section):
     """The MPPI controller node."""
 
-    max_tracking_error: float = 0.2
+    section = "controller"
+
+    max_tracking_error: float = checked(0.2, gt=0.0, le=math.pi)
     """Targets stay within this distance of the measured joint positions (rad)."""
-    state_timeout: float = 0.25
+    state_timeout: float = checked(0.25, gt=0.0)
     """Joint states older than this are stale: hold (s)."""
-    output: str = "float64_multi_array"
+    output: str = checked("float64_multi_array", choices=OUTPUTS)
     """Command type: float64_multi_array (forward_command_controller), joint_trajectory or joint_state (Isaac Sim)."""
-    command_topic: str = ""
+    command_topic: str = checked("", pattern=ROS_NAME)
     """Command topic; empty picks the convention's default for the chosen output."""
-    plan_budget: float = 0.75
+    plan_budget: float = checked(0.75, gt=0.0, le=1.0)
     """Share of the control period after a tick's start at which its command goes out (real time); a plan not
     ready by then gives way to the policy prior's action. The rest of the period publishes the transition."""
-    exploration_noise: float = 0.0
+    exploration_noise: float = checked(0.0, ge=0.0, le=10.0)
     """Gaussian noise std added to actions for online data collection."""
-    lockstep_max_backlog: int = 50
+    lockstep_max_backlog: int = checked(50, ge=0)
     """Lockstep only: hold the world while the learner owes updates for more than this many env steps (0:
     never), so the arm waits for learning as `bench learn` does; without a learner nothing waits."""
-    thread_priority: int = 50
+    thread_priority: int = checked(50, ge=0, le=99)
     """SCHED_FIFO priority of the ticking thread in real time (ros2_control's default 50; 0: normal). Planning
     and model loading stay at normal priority. Without CAP_SYS_NICE or an rtprio limit it warns and runs
     normal."""
-    model_path: str = ""
+    model_path: str = checked("")
     """Checkpoint to start from; empty runs the untrained prior-free hold until a model arrives."""
-    eval_mode: bool = False
+    eval_mode: bool = checked(False)
     """Deterministic planner output (no elite sampling, no noise)."""
-    max_checkpoint_bytes: int = 8 * 1024**3
+    max_checkpoint_bytes: int = checked(8 * 1024**3, ge=1)
     """Largest checkpoint file a node will read (checked with stat before reading; the 317m preset with its
     optimiser state is about 5 GB)."""
 
 
 @dataclass
-class LearnerConfig:
+class LearnerConfig(_Section):
     """The online learner node and `tdmpc-ros train`."""
 
-    run_dir: str = "runs/arm"
+    section = "learner"
+
+    run_dir: str = checked("runs/arm", empty_ok=False)
     """Folder for online bags, checkpoints, metrics and plots."""
-    demos: list[str] = field(default_factory=lambda: ["demos"])
+    demos: list[str] = checked(["demos"])
     """Demo bag directories (each may hold many bags)."""
-    pretrain_updates: int = 500
+    pretrain_updates: int = checked(500, ge=0)
     """Demo-only updates before online data arrives."""
-    publish_every: int = 500
+    publish_every: int = checked(500, ge=1)
     """Write a checkpoint and publish a model update every this many updates."""
-    keep_checkpoints: int = 3
+    keep_checkpoints: int = checked(3, ge=1)
     """Checkpoints kept in run_dir (older ones deleted)."""
-    bag_max_bytes: int = 64 * 1024 * 1024
+    bag_max_bytes: int = checked(64 * 1024 * 1024, ge=4096)
     """Online bag file size before a new one is started."""
-    log_every_s: float = 5.0
+    log_every_s: float = checked(5.0, gt=0.0)
     """Progress log period (s)."""
-    max_open_episodes: int = 64
+    max_open_episodes: int = checked(64, ge=1)
     """Live episodes the learner assembles at once; beyond it the oldest is closed as cut short."""
-    open_episode_timeout_s: float = 120.0
+    open_episode_timeout_s: float = checked(120.0, gt=0.0)
     """An episode with no new transition for this long is closed as cut short (s)."""
 
 
@@ -305,9 +337,7 @@ class Config:
             self.model.obs_dim = self.task.obs_dim
         if self.model.action_dim == 0:
             self.model.action_dim = self.task.action_dim
-        if self.model.action_dim != self.task.action_dim:
-            raise ConfigError(
-                f"model.action_dim {self.model.action_dim} != task joint count {self.task.action_dim}")
+        check_relations(self)
 
     @property
     def discount(self) -> float:
@@ -322,39 +352,55 @@ SECTION_CLASSES: dict[str, type] = {
 }
 
 
+def check_relations(cfg: Config) -> None:
+    """Relations between fields, each error naming the fields and their values (the fields themselves were
+    checked when their sections were built)."""
+    model, planner, agent, task, sim = cfg.model, cfg.planner, cfg.agent, cfg.task, cfg.sim
+    joints = len(task.joint_names)
+    require(joints <= MAX_JOINTS, f"task.joint_names: {joints} joints, at most {MAX_JOINTS}")
+    require(model.action_dim == task.action_dim,
+            f"model.action_dim {model.action_dim} != task joint count {task.action_dim} (task.joint_names)")
+    require(model.obs_dim == task.obs_dim,
+            f"model.obs_dim {model.obs_dim} != the task's observation size {task.obs_dim} for {joints} joints")
+    require(planner.num_elites <= planner.num_samples,
+            f"planner.num_elites {planner.num_elites} exceeds planner.num_samples {planner.num_samples}")
+    require(planner.num_pi_trajs <= planner.num_samples,
+            f"planner.num_pi_trajs {planner.num_pi_trajs} exceeds planner.num_samples {planner.num_samples}")
+    require(planner.min_std <= planner.max_std,
+            f"planner.min_std {planner.min_std:g} exceeds planner.max_std {planner.max_std:g}")
+    require(agent.discount_min <= agent.discount_max,
+            f"agent.discount_min {agent.discount_min:g} exceeds agent.discount_max {agent.discount_max:g}")
+    for low, high, name in ((task.goal_low, task.goal_high, "task.goal_low/goal_high"),
+                            (sim.friction_range[:1], sim.friction_range[1:], "sim.friction_range"),
+                            (sim.gain_scale_range[:1], sim.gain_scale_range[1:], "sim.gain_scale_range")):
+        require(all(lo <= hi for lo, hi in zip(low, high)), f"{name}: low {low} above high {high}")
+    require(task.success_hold_steps <= task.max_episode_steps,
+            f"task.success_hold_steps {task.success_hold_steps} exceeds task.max_episode_steps "
+            f"{task.max_episode_steps}: no episode could succeed")
+    require(len(sim.home) == joints,
+            f"sim.home has {len(sim.home)} values for {joints} joints in task.joint_names")
+
+
 def config_from_dict(data: dict[str, Any]) -> Config:
-    """Build a Config from nested {section: {field: value}}; unknown keys are errors that name them."""
+    """Build a Config from nested {section: {field: value}}; unknown keys and values that break a field's rule
+    are errors that name them."""
     classes = SECTION_CLASSES
+    if not isinstance(data or {}, dict):
+        raise ConfigError(f"expected {{section: {{field: value}}}}, got {type(data).__name__}")
     sections = {}
     for name, values in (data or {}).items():
         if name not in classes:
             raise ConfigError(f"unknown config section {name!r}; sections are {sorted(classes)}")
-        known = {f.name for f in dataclasses.fields(classes[name])}
-        unknown = set(values or {}) - known
+        values = values or {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"section {name!r}: expected field: value pairs, got {values!r}")
+        kinds = {f.name: field_kind(f) for f in dataclasses.fields(classes[name])}
+        unknown = set(values) - set(kinds)
         if unknown:
-            raise ConfigError(f"unknown field(s) {sorted(unknown)} in section {name!r}")
-        defaults = classes[name]()
+            raise ConfigError(f"unknown field(s) {sorted(map(str, unknown))} in section {name!r}")
         sections[name] = classes[name](**{
-            key: _coerce(f"{name}.{key}", value, getattr(defaults, key)) for key, value in (values or {}).items()})
+            key: coerce(value, kinds[key]) for key, value in values.items()})
     return Config(**sections)
-
-
-def _coerce(name: str, value: Any, default: Any) -> Any:
-    """Match YAML/ROS parameter values to the schema's types (1 -> 1.0 for a float field, tuples -> lists)."""
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ConfigError(f"{name}: expected true/false, got {value!r}")
-        return value
-    if isinstance(default, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(default, list):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{name}: expected a list, got {value!r}")
-        item = type(default[0]) if default else None
-        return [float(v) if item is float else v for v in value]
-    if type(default) is not type(value) and not (isinstance(default, int) and isinstance(value, int)):
-        raise ConfigError(f"{name}: expected {type(default).__name__}, got {value!r}")
-    return value
 
 
 def config_to_dict(cfg: Config) -> dict[str, dict[str, Any]]:

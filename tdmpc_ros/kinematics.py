@@ -107,6 +107,10 @@ class ArmKinematics:
         self.lower, self.upper = self.arm.lower, self.arm.upper
         self.safe_lower = self.lower + task.joint_margin
         self.safe_upper = self.upper - task.joint_margin
+        narrow = np.flatnonzero(self.safe_lower > self.safe_upper)
+        if narrow.size:
+            raise ConfigError(f"task.joint_margin {task.joint_margin:g} rad leaves no range for joints "
+                              f"{[task.joint_names[i] for i in narrow]} (ranges {(self.upper - self.lower)[narrow].round(3).tolist()} rad)")
         self.base_link = self.arm.base_link
         self._dof = {j: k for k, j in enumerate(self.arm.movable)}
 

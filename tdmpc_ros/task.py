@@ -6,9 +6,11 @@ Reward: -||goal - end effector||. Success: within `success_radius` for `success_
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from tdmpc_ros.config import TaskConfig
+from tdmpc_ros.config import ConfigError, TaskConfig
 
 VELOCITY_SCALE = 0.1  # keeps joint velocities (rad/s) near the range of the other observation entries
 
@@ -76,6 +78,9 @@ def apply_action(action, last_target, q_measured, lower, upper, action_scale: fl
     trains on. For any action, each target lies within the limits and within action_scale of last_target,
     provided last_target itself is within the limits.
     """
+    positive("action_scale", action_scale)
+    if max_tracking_error is not None:
+        positive("max_tracking_error", max_tracking_error)
     last_target = np.asarray(last_target, np.float64)
     a = np.nan_to_num(np.asarray(action, np.float64), nan=0.0, posinf=1.0, neginf=-1.0)
     target = last_target + np.clip(a, -1.0, 1.0) * action_scale
@@ -87,3 +92,11 @@ def apply_action(action, last_target, q_measured, lower, upper, action_scale: fl
     target = np.clip(target, lower, upper)
     applied = np.clip((target - last_target) / action_scale, -1.0, 1.0)
     return target, applied.astype(np.float32)
+
+
+def positive(name: str, value) -> float:
+    """`value` as a float if it is finite and > 0, else ConfigError naming it: a NaN or negative scale would
+    turn every target into NaN or drive the arm against the policy."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"{name}: {value!r} must be a finite number > 0")
+    return float(value)

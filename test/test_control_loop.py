@@ -10,11 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tdmpc_ros.config import Config
+from tdmpc_ros.config import Config, ConfigError, load_config
 from tdmpc_ros.control.loop import HOLD, PLANNING, POLICY_FALLBACK, ControlLoop
 from tdmpc_ros.control.priority import realtime_priority
 from tdmpc_ros.control.state import JointSample
 from tdmpc_ros.kinematics import ArmKinematics
+from tdmpc_ros.task import apply_action
 
 CFG = Config()
 NAMES = CFG.task.joint_names
@@ -198,3 +199,57 @@ def test_safety_property_any_input_keeps_targets_in_limits_and_steps(actions, po
         elif sent is not None:
             np.testing.assert_array_equal(target, sent)  # a hold repeats the last target sent
         sent = target
+
+
+@settings(max_examples=300, deadline=None)
+@given(scale=st.floats(1e-6, np.pi), tracking=st.floats(1e-6, np.pi), margin=st.floats(0.0, 0.5),
+       noise=st.floats(0.0, 10.0), rate=st.floats(0.5, 1000.0),
+       actions=st.lists(st.lists(anything, min_size=7, max_size=7), min_size=1, max_size=4),
+       positions=st.lists(st.lists(anything, min_size=7, max_size=7), min_size=1, max_size=4))
+def test_safety_property_holds_for_every_config_load_config_accepts(scale, tracking, margin, noise, rate, actions,
+                                                                    positions):
+    """The same property over the configs themselves: any accepted action scale, tracking bound, margin,
+    exploration noise and rate."""
+    cfg = load_config(overrides={"task": {"action_scale": scale, "joint_margin": margin, "control_rate_hz": rate},
+                                 "controller": {"max_tracking_error": tracking, "exploration_noise": noise}})
+    lower, upper = KIN.lower + margin, KIN.upper - margin
+    loop = ControlLoop(cfg, lower, upper, KIN.fk)
+    loop.set_planner(ScriptedPlanner(actions), 1)
+    loop.set_goal([0.5, 0.0, 0.5])
+    for q in positions:
+        before, episode = loop.last_target, loop.episode_id
+        result = loop.tick(sample(np.asarray(q)), time.monotonic(), realtime=False)
+        if result.target is None or result.mode == HOLD:
+            continue
+        target = np.asarray(result.target)
+        reference = before if loop.episode_id == episode and before is not None else \
+            np.clip(np.asarray(q, float), lower, upper)
+        assert np.isfinite(target).all() and (target >= lower).all() and (target <= upper).all()
+        assert (np.abs(target - reference) <= scale * (1 + 1e-9)).all()
+        assert np.isfinite(result.transition.action).all() if result.transition else True
+
+
+@pytest.mark.parametrize("section, name, value", [
+    ("task", "action_scale", np.nan), ("task", "action_scale", -0.05), ("controller", "max_tracking_error", -0.2),
+    ("task", "control_rate_hz", 0.0), ("controller", "plan_budget", np.inf)])
+def test_the_loop_refuses_a_config_changed_after_loading(section, name, value):
+    """A path around load_config (code that edits a Config) still cannot reach the targets."""
+    cfg = Config()
+    setattr(getattr(cfg, section), name, value)
+    with pytest.raises(ConfigError, match=f"{section}.{name}"):
+        ControlLoop(cfg, KIN.safe_lower, KIN.safe_upper, KIN.fk)
+    with pytest.raises(ConfigError, match="safe joint limits"):
+        ControlLoop(Config(), KIN.safe_upper, KIN.safe_lower, KIN.fk)
+
+
+def test_apply_action_refuses_a_non_positive_scale():
+    for scale in (np.nan, 0.0, -0.05):
+        with pytest.raises(ConfigError, match="action_scale"):
+            apply_action(np.ones(7), HOME, HOME, KIN.safe_lower, KIN.safe_upper, scale)
+
+
+def test_a_margin_wider_than_a_joint_range_is_refused_naming_the_joints():
+    from tdmpc_ros.config import TaskConfig
+
+    with pytest.raises(ConfigError, match=r"task.joint_margin 2.5 rad leaves no range for joints \[.lbr_iiwa_joint_2"):
+        ArmKinematics(TaskConfig(joint_margin=2.5))

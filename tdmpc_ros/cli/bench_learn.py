@@ -11,6 +11,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from tdmpc_ros.errors import InputError
+
 TARGET_RATE = 0.9
 
 
@@ -92,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     from tdmpc_ros.learning.online_loop import SUCCESS_METRIC, run_online
 
     if args.seeds < 1 or args.env_steps < 1 or args.demos < 1:
-        raise SystemExit("bench learn: --seeds, --env-steps and --demos must be at least 1")
+        raise InputError("--seeds, --env-steps and --demos must be at least 1")
     torch.set_num_threads(args.threads)
     overrides = {"planner": {"compile": args.compile}, **({"model": {"preset": args.preset}} if args.preset else {})}
     cfg = load_config(args.config or default_config_path(), overrides)

@@ -11,6 +11,8 @@ import json
 import os
 import time
 
+from tdmpc_ros.errors import InputError
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="small", help="model size preset (config.MODEL_PRESETS)")
@@ -67,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from tdmpc_ros.planner import make_planner
 
     if args.calls < 100:
-        raise SystemExit(f"bench plan: --calls {args.calls} is below 100; percentiles need at least 100 calls")
+        raise InputError(f"--calls {args.calls} is below 100; percentiles need at least 100 calls")
     cfg = load_config(args.config, {"model": {"preset": args.preset}, "planner": {
         "backend": args.backend, "device": args.device, "threads": args.threads, "compile": args.compile}})
     torch.manual_seed(0)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from tdmpc_ros.errors import InputError
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--episodes", type=int, default=50, help="episodes to record")
@@ -24,13 +26,13 @@ def run(args: argparse.Namespace) -> int:
     from tdmpc_ros.sim.reach_env import ReachEnv, collect_episode
 
     if args.episodes < 1:
-        raise SystemExit(f"demos: --episodes must be at least 1, got {args.episodes}")
+        raise InputError(f"--episodes must be at least 1, got {args.episodes}")
     cfg = load_config(args.config or default_config_path())
     out = Path(args.out)
     paths = [out / f"demo_s{args.seed}_{i:04d}" for i in range(args.episodes)]
     existing = [str(p) for p in paths if p.exists()]
     if existing:
-        raise SystemExit(f"demos: {existing[0]} already exists ({len(existing)} of the bags to write); "
+        raise InputError(f"{existing[0]} already exists ({len(existing)} of the bags to write); "
                          f"choose another --out or --seed, or remove them")
     out.mkdir(parents=True, exist_ok=True)
     env = ReachEnv(cfg)

@@ -11,6 +11,8 @@ import json
 import time
 from pathlib import Path
 
+from tdmpc_ros.errors import InputError
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="checkpoint file (e.g. models/reach_small.pt)")
@@ -33,7 +35,7 @@ def exported_planner(path: Path, model, planner_cfg, discount: float, seed: int)
     data = path.read_bytes()
     wanted = PlanSpec.from_config(planner_cfg, discount, model.cfg.action_dim, model.cfg.num_q)
     if spec_of(data) != wanted:
-        raise SystemExit(f"eval: {path} was exported for {spec_of(data)}, this config plans with {wanted}")
+        raise InputError(f"{path} was exported for {spec_of(data)}, this config plans with {wanted}")
 
     class ExportedPlanner(OnnxPlanner):
         def _setup(self) -> None:  # the backend hook: load the given graph where OnnxPlanner would export
@@ -53,9 +55,9 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict:
     from tdmpc_ros.sim.reach_env import ReachEnv, collect_episode
 
     if args.episodes < 1:
-        raise SystemExit(f"eval: --episodes must be at least 1, got {args.episodes}")
+        raise InputError(f"--episodes must be at least 1, got {args.episodes}")
     if args.onnx and args.backend != "onnx":
-        raise SystemExit("eval: --onnx needs --backend onnx")
+        raise InputError("--onnx needs --backend onnx")
     cfg = load_config(args.config or default_config_path(), {
         "planner": {"backend": args.backend, "device": "cpu", "compile": args.compile, "threads": args.threads},
         "sim": {"seed": args.seed}})

@@ -12,6 +12,8 @@ import dataclasses
 import json
 import time
 
+from tdmpc_ros.errors import InputError
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="checkpoint file written by the learner or `tdmpc-ros train`")
@@ -34,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         ckpt = load_checkpoint(args.checkpoint)
         model = agent_from_checkpoint(ckpt).model.eval().requires_grad_(False)
     except CheckpointError as exc:
-        raise SystemExit(f"export-onnx: {exc}") from None
+        raise InputError(f"{exc}") from None
     planner_cfg = load_config(args.config).planner if args.config else ckpt.config.planner
     spec = PlanSpec.from_config(planner_cfg, ckpt.config.discount, model.cfg.action_dim, model.cfg.num_q)
     start = time.perf_counter()

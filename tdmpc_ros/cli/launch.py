@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from tdmpc_ros.config import default_config_path
+from tdmpc_ros.errors import InputError
 from tdmpc_ros.launch_spec import LAUNCH_ARGUMENTS, PACKAGE, NodeLaunch, node_launches
 
 
@@ -32,7 +33,7 @@ def parse_launch_arguments(items: list[str]) -> dict[str, str]:
     for item in items:
         name, sep, value = item.partition(":=")
         if not sep:
-            raise SystemExit(f"launch argument {item!r} is not name:=value")
+            raise InputError(f"launch argument {item!r} is not name:=value")
         values[name] = value
     return values
 

@@ -5,6 +5,8 @@ import argparse
 import importlib
 import sys
 
+from tdmpc_ros.errors import InputError
+
 # name -> (module, one-line help). `bench` has its own sub-commands (tdmpc_ros.cli.bench).
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("tdmpc_ros.cli.info", "world-model parameter counts for a preset and observation/action sizes"),
@@ -20,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tdmpc-ros", description="TD-MPC2 world-model MPC for ROS 2 arms")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an input error")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (module, help_text) in COMMANDS.items():
         command = sub.add_parser(name, help=help_text, description=help_text)
@@ -29,8 +32,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a sub-command. Bad input (a config value, a damaged file, an argument out of range, a path that
+    cannot be read or written) prints one line and exits 2, as argparse does; --debug shows the traceback."""
     args = build_parser().parse_args(argv)
-    return importlib.import_module(args._module).run(args) or 0
+    try:
+        return importlib.import_module(args._module).run(args) or 0
+    except (InputError, OSError) as exc:
+        if args.debug:
+            raise
+        print(f"tdmpc-ros {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ import argparse
 import signal
 from pathlib import Path
 
+from tdmpc_ros.errors import InputError
+
 CURVE_KEYS = ("total_loss", "consistency_loss", "reward_loss", "value_loss", "termination_loss", "pi_loss")
 
 
@@ -49,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from tdmpc_ros.learning.replay import Replay
 
     if args.updates < 1:
-        raise SystemExit(f"train: --updates must be at least 1, got {args.updates}")
+        raise InputError(f"--updates must be at least 1, got {args.updates}")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     cfg = load_config(args.config or default_config_path(), overrides(args))
@@ -57,17 +59,17 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(cfg.agent.device)
     if args.resume:
         if not out.exists():
-            raise SystemExit(f"train: --resume given but {out} does not exist")
+            raise InputError(f"--resume given but {out} does not exist")
         try:
             ckpt = load_checkpoint(out)
             check_model_config(ckpt, cfg.model)
             agent = agent_from_checkpoint(ckpt, device=device)
         except CheckpointError as exc:
-            raise SystemExit(f"train: cannot resume: {exc}") from None
+            raise InputError(f"cannot resume: {exc}") from None
         print(f"resumed {out} at update {agent.updates}")
     else:
         if out.exists():
-            raise SystemExit(f"train: {out} exists; pass --resume to continue it or choose another --out")
+            raise InputError(f"{out} exists; pass --resume to continue it or choose another --out")
         agent = Agent(cfg, device=device)
 
     replay = Replay(cfg)
@@ -81,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     for reason, count in replay.skipped.items():
         print(f"replay: skipped {count} episodes {reason}")
     if replay.num_demo_steps() + replay.num_online_steps() == 0:
-        raise SystemExit("train: no usable episodes in --demos/--online (see the reports above)")
+        raise InputError("no usable episodes in --demos/--online (see the reports above)")
     print(f"replay: {replay.num_demo_episodes()} demo episodes ({replay.num_demo_steps()} steps), "
           f"{replay.num_online_episodes()} online ({replay.num_online_steps()} steps); "
           f"{cfg.model.preset} model on {device}")

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tdmpc_ros.config import Config
+from tdmpc_ros.config import Config, ConfigError
 from tdmpc_ros.control.priority import normal_priority
 from tdmpc_ros.control.state import FaultLatch, JointSample, read_joints
 from tdmpc_ros.control.stats import LatencyWindow
-from tdmpc_ros.task import EpisodeTracker, ReachTask, apply_action
+from tdmpc_ros.task import EpisodeTracker, ReachTask, apply_action, positive
 
 PLANNING, POLICY_FALLBACK, HOLD, DISABLED = "planning", "policy_fallback", "hold", "disabled"
 POSITION_TOLERANCE = 0.5  # rad beyond the safe limits before a measured position counts as a sensor fault
@@ -52,9 +52,18 @@ class ControlLoop:
         self.tracker = EpisodeTracker(cfg.task)
         self.lower = np.asarray(safe_lower, np.float64)
         self.upper = np.asarray(safe_upper, np.float64)
+        # The safety rule's own preconditions, whatever built `cfg` (load_config checks them too); the values
+        # are kept here, so a later change to `cfg` cannot reach the targets unchecked.
+        self.action_scale = positive("task.action_scale", cfg.task.action_scale)
+        self.max_tracking_error = positive("controller.max_tracking_error", cfg.controller.max_tracking_error)
+        self.period = 1.0 / positive("task.control_rate_hz", cfg.task.control_rate_hz)
+        self.budget = positive("controller.plan_budget", cfg.controller.plan_budget) * self.period
+        n = len(cfg.task.joint_names)
+        if self.lower.shape != (n,) or self.upper.shape != (n,) or not (
+                np.isfinite(self.lower).all() and np.isfinite(self.upper).all() and (self.lower <= self.upper).all()):
+            raise ConfigError(f"control loop: safe joint limits must be {n} finite pairs with lower <= upper, got "
+                              f"{self.lower.tolist()} / {self.upper.tolist()}")
         self.fk = fk
-        self.period = 1.0 / cfg.task.control_rate_hz
-        self.budget = cfg.controller.plan_budget * self.period
         self.rng = np.random.default_rng(seed)
         self.planner = None
         self.model_version = 0
@@ -165,7 +174,7 @@ class ControlLoop:
         if self.cfg.controller.exploration_noise > 0 and not self.cfg.controller.eval_mode:
             action = action + self.rng.normal(0.0, self.cfg.controller.exploration_noise, action.shape)
         target, applied = apply_action(action, self.last_target, q, self.lower, self.upper,
-                                       self.cfg.task.action_scale, self.cfg.controller.max_tracking_error)
+                                       self.action_scale, self.max_tracking_error)
         self.last_target = self.held_target = target
         self._pending = (obs, applied)
         self.mode = mode
