@@ -6,13 +6,33 @@ Pure core: no ROS import, and nothing here ever steps physics.
 """
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass
 
 import numpy as np
-import pybullet as p
 import pybullet_data
 
 from tdmpc_ros.config import ConfigError, TaskConfig
+
+
+def _import_pybullet():
+    """pybullet writes its build time to stderr when first imported; a CLI's one-line error (or a node's log)
+    would start with it. The C library writes to fd 2 directly, so fd 2 is pointed at /dev/null meanwhile."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import pybullet
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+    return pybullet
+
+
+p = pybullet = _import_pybullet()
 
 
 @dataclass(frozen=True)

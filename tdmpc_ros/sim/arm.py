@@ -16,10 +16,10 @@ from __future__ import annotations
 from collections import deque
 
 import numpy as np
-import pybullet as p
 
 from tdmpc_ros.config import ConfigError, SimConfig, TaskConfig
 from tdmpc_ros.kinematics import ArmKinematics, load_arm
+from tdmpc_ros.kinematics import pybullet as p
 
 
 def substeps_per_period(task: TaskConfig, sim: SimConfig) -> int:
