@@ -10,10 +10,10 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .PHONY: install demo test bench clean
 
-$(DEPS_STAMP): requirements.txt setup.py
+$(DEPS_STAMP): requirements.txt requirements-ros.txt requirements-test.txt setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -r requirements.txt
+	$(PIP) install -q -r requirements.txt -r requirements-ros.txt -r requirements-test.txt
 	$(PIP) install -q --no-deps --no-build-isolation -e . --config-settings editable_mode=compat
 	touch $@
 
