@@ -7,7 +7,9 @@ import torch.nn.functional as F
 
 from tdmpc_ros.config import MODEL_PRESETS, ModelConfig
 from tdmpc_ros.model import WorldModel, math, parameter_counts
-from tdmpc_ros.model.layers import Mish, QEnsemble, _EnsembleNormMish, SimNorm, fast_dropout, mish_fast, mlp
+from tdmpc_ros.model.kernels import _EnsembleNormMish, mish_fast
+from tdmpc_ros.model.kernels import dropout as fast_dropout
+from tdmpc_ros.model.layers import Mish, QEnsemble, SimNorm, mlp
 
 # Official TD-MPC2 5m counts (single task) for two observation/action sizes.
 REFERENCE_COUNTS = [

@@ -6,8 +6,6 @@ updates between full ones (`train_step`).
 """
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 from typing import Callable
 
 import torch
@@ -15,7 +13,7 @@ import torch.nn.functional as F
 
 from tdmpc_ros.config import AgentConfig, Config
 from tdmpc_ros.model import WorldModel
-from tdmpc_ros.model.compiled import CompiledOrEager
+from tdmpc_ros.model.kernels import CompiledOrEager, keep_freed_memory_mapped
 from tdmpc_ros.model.math import soft_ce
 
 Batch = dict[str, torch.Tensor]
@@ -35,23 +33,6 @@ class RunningScale:
     def update(self, x: torch.Tensor) -> None:
         lo, hi = torch.quantile(x.detach().reshape(x.shape[0], -1), self._quantiles, dim=0)
         self.value.lerp_(torch.clamp(hi - lo, min=1.0), self.tau)
-
-
-def keep_freed_memory_mapped() -> bool:
-    """Stop glibc returning freed heap pages to the kernel between updates; True if it applied.
-
-    Each update frees and re-allocates the same few hundred activation tensors of up to a few MB; by
-    default glibc trims that memory back to the kernel and the next update page-faults it in again (4-5k
-    faults, ~12% of an update's CPU time at preset small here). Process-wide: larger thresholds keep it mapped.
-    """
-    libc_name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(libc_name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError, TypeError):
-        return False  # not glibc
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 1 << 30))
 
 
 @torch.no_grad()
@@ -96,7 +77,9 @@ def world_model_losses(model: WorldModel, cfg: AgentConfig, obs: torch.Tensor, a
     every agent of the same shapes."""
     horizon = action.shape[0]
     rho = rho_weights(cfg.rho, horizon, obs.device)
+    # Latent rollout
     zs = rollout(model, obs[0], action)
+    # Compute losses: consistency against the encoded next observations, then the heads' predictions
     consistency = ((zs[1:] - next_z).pow(2).mean(dim=(1, 2)) * rho).sum() / horizon
     reward_loss = (soft_ce(model.reward(zs[:-1], action), reward, model.bins).mean(dim=(1, 2)) * rho).sum() / horizon
     values = value_loss(model, zs[:-1], action, td, rho)
@@ -174,13 +157,16 @@ class Agent:
         a, model = self.cfg.agent, self.model
         obs, action, reward, terminated = self._unpack(batch)
         model.train()
+        # Compute targets
         next_z, td = self._targets(obs, reward, terminated)
+        # Latent rollout and losses, then update the world model and the critic
         total, parts, zs = self._world_model_losses(model, a, obs, action, reward, terminated, next_z, td)
         total.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self._critic_params, a.grad_clip_norm, foreach=True)
         self.optim.step()
         self.optim.zero_grad(set_to_none=True)
 
+        # Update the policy, then the target Q ensemble
         pi_loss = self._update_pi(zs.detach())
         model.soft_update_target_Q(a.tau)
         model.eval()

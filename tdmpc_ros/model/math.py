@@ -28,8 +28,8 @@ def value_bins(num_bins: int, vmin: float, vmax: float, device=None, dtype=torch
 def two_hot(x: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
     """[..., 1] scalars -> [..., num_bins] two-hot weights of symlog(x) (clamped to the bin range).
 
-    A triangle kernel of one bin width around each centre gives exactly the two neighbouring bins weights
-    that sum to one, with no scatter (so it traces and exports cleanly).
+    Deviation 3 (model/world_model.py): a triangle kernel of one bin width around each centre gives exactly the
+    two neighbouring bins weights that sum to one, with no scatter (so it traces and exports cleanly).
     """
     width = bins[1] - bins[0]
     x = symlog(x).clamp(bins[0], bins[-1])

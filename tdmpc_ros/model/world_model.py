@@ -3,6 +3,21 @@
 Components (named as in `parameter_counts`): encoder, dynamics, reward, termination (episodic only),
 qs (the Q ensemble), target_qs (its Polyak copy, not trained) and pi (the policy prior). All verbs take
 batch-first tensors [..., dim].
+
+Deliberate deviations from the reference implementation (nicklashansen/tdmpc2), each marked `Deviation:` where
+it is made:
+1. Soft termination in planning (planner/mppi.py `trajectory_value`): later rewards and the bootstrap are
+   weighted by the probability that the episode is still running, 1 - P(terminated), instead of being cut
+   by P > 0.5. Smooth in the action sequence, and exportable without a comparison.
+2. Eval-mode action is the elite mean (planner/torch_backend.py `plan`): the first action of the refitted
+   mean, not a sampled elite. Deterministic for evaluation and for a deployed arm.
+3. Triangle two-hot (model/math.py `two_hot`): weights from a one-bin-wide triangle kernel around each bin
+   centre, the same two neighbour weights as the reference's scatter, without a scatter (traces to ONNX).
+4. Inverse-CDF elite choice (planner/mppi.py `plan_step`): the executed elite is drawn by comparing one
+   uniform draw with the cumulative elite weights, instead of a Gumbel-softmax sample: the same
+   distribution, with every random number an input of the plan call (torch and ONNX agree on it).
+5. Q ensemble as stacked weights with batched matmuls (model/layers.py `QEnsemble`) instead of torch.vmap
+   over modules: the same heads and parameter counts, exportable, and a subset of heads can run alone.
 """
 from __future__ import annotations
 
@@ -43,6 +58,7 @@ class WorldModel(nn.Module):
         self._target_qs.train(False)
         return self
 
+    # -- The verbs -------------------------------------------------------------------------------------------
     def encode(self, obs: torch.Tensor) -> torch.Tensor:
         return self._encoder(obs)
 
@@ -93,6 +109,7 @@ class WorldModel(nn.Module):
         q = math.two_hot_inv(net(x, heads), self.bins)
         return q.min(0).values if return_type == "min" else q.mean(0)
 
+    # -- Target network ------------------------------------------------------------------------------------
     @torch.no_grad()
     def soft_update_target_Q(self, tau: float) -> None:
         """Polyak-average the target ensemble towards the online one."""

@@ -109,7 +109,8 @@ def trajectory_value(model: nn.Module, spec: PlanSpec, z: torch.Tensor, actions:
         z = model.next(z, actions[t])
         ret = ret + discount * alive * reward
         discount *= spec.discount
-        # Episode ended after this step: later rewards and the bootstrap do not count.
+        # Deviation 1 (model/world_model.py): soft termination; later rewards and the bootstrap count only
+        # as far as the episode is still running.
         alive = alive * (1 - model.termination(z))
     action, _ = model.pi(z, eps=value_noise)
     value = model.Q(z, action, return_type="avg", heads=q_heads)
@@ -133,9 +134,11 @@ def mppi_iteration(model: nn.Module, spec: PlanSpec, z: torch.Tensor, pi_actions
                    q_heads: torch.Tensor):
     """One refinement: sample around (mean, std), score, keep the elites, refit.
     -> (mean, std, elite indices [E], elite weights [E], elite actions [H, E, A])."""
+    # Sample action sequences; compute their values
     sampled = (mean.unsqueeze(1) + std.unsqueeze(1) * sample_noise).clamp(-1, 1)
     actions = sampled if pi_actions is None else torch.cat([pi_actions, sampled], dim=1)
     value = torch.nan_to_num(trajectory_value(model, spec, z, actions, value_noise, q_heads))
+    # Select elites; update the parameters
     elite_value, elite_idx = torch.topk(value, spec.num_elites)
     elite_actions = actions.index_select(1, elite_idx)
     # TD-MPC2 scales values by `temperature` (an inverse temperature in effect) before the softmax.
@@ -152,14 +155,17 @@ def plan_step(model: nn.Module, spec: PlanSpec, obs: torch.Tensor, mean: torch.T
     (action [A], new mean [H, A], elite indices [E] of the last iteration, elite weights [E]).
 
     `iteration` is `mppi_iteration` or a compiled version of it (one small graph reused every iteration)."""
+    # Encode the observation; roll out the policy prior's trajectories
     z = model.encode(obs.unsqueeze(0))
     pi_actions = policy_sequences(model, spec, z, draws.pi_noise) if spec.num_pi_trajs else None
     z = z.expand(spec.num_samples, -1)
+    # Iterate MPPI (the warm-started mean, the std reset to its maximum)
     std = torch.full_like(mean, spec.max_std)
     for i in range(spec.iterations):
         mean, std, elite_idx, weights, elite_actions = iteration(
             model, spec, z, pi_actions, mean, std, draws.sample_noise[i], draws.value_noise[i], draws.q_heads[i])
-    # Draw one elite by its weight (inverse CDF of the uniform draw), then add exploration noise.
+    # Select the action. Deviation 4 (model/world_model.py): one elite drawn by its weight through the inverse
+    # CDF of a uniform draw, then exploration noise scaled by the final std.
     choice = (torch.cumsum(weights, 0) < draws.elite_u).sum().clamp(max=spec.num_elites - 1)
     first = elite_actions[0].index_select(0, choice.reshape(1)).squeeze(0)
     action = (first + std[0] * draws.action_noise).clamp(-1, 1)

@@ -131,7 +131,7 @@ class Planner:
         self.last_mean = _numpy(mean)
         self.last_elites = _numpy(elites)
         self.last_weights = _numpy(weights)
-        chosen = mean[0] if eval_mode else action
+        chosen = mean[0] if eval_mode else action  # Deviation 2 (model/world_model.py): eval acts on the mean
         return np.clip(_numpy(chosen), -1.0, 1.0).astype(np.float32)
 
     def policy_action(self, obs: np.ndarray, eval_mode: bool = False) -> np.ndarray:
