@@ -1,6 +1,7 @@
 """Transition bags in both storage formats, raw recordings, bad input, and a writer killed mid-run."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -15,6 +16,7 @@ from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from tdmpc_ros.config import load_config
 from tdmpc_ros.data.bags import read_episodes, write_transition_bag
 from tdmpc_ros.data.episode import Episode
+from tdmpc_ros.data.load_report import LoadReport
 from tdmpc_ros.data.online_bags import OnlineBagWriter
 from tdmpc_ros.data.transitions import BagEpisodeAssembler, bag_message, episode_messages
 from tdmpc_ros.data.typestore import TRANSITION, typestore
@@ -162,6 +164,53 @@ def test_truncated_mcap_keeps_what_precedes_the_damage(tmp_path):
     assert [str(s) for s in report.skipped][0].startswith(f"{mcap}: corrupt or truncated after ")
 
 
+class CountingStr(str):
+    """A topic name that counts how often the report compares or hashes it."""
+
+    operations = 0
+
+    def __eq__(self, other):
+        CountingStr.operations += 1
+        return str.__eq__(self, other)
+
+    def __hash__(self):
+        CountingStr.operations += 1
+        return str.__hash__(self)
+
+
+@pytest.mark.unit
+def test_report_costs_grow_linearly_with_the_bad_episodes():
+    def operations(n: int) -> int:
+        CountingStr.operations = 0
+        report = LoadReport()
+        for i in range(n):  # distinct reasons (letters, not numbers): one report line each; a fresh topic
+            # object each time, as from a reader, so no comparison is skipped by identity
+            report.skip("/bags/a.mcap", CountingStr("/transitions"),
+                        f"bad in way {''.join(chr(97 + int(d)) for d in str(i))}", f"episode {i}")
+        assert len(report.skipped) == n
+        return CountingStr.operations
+
+    counts = [operations(n) for n in (2_000, 4_000, 8_000)]  # a search per added line: ~n²/2 comparisons
+    assert counts[2] <= 2 * counts[1] <= 4 * counts[0] <= 4 * 3 * 2_000, counts
+
+
+@pytest.mark.unit
+def test_twenty_thousand_bad_episodes_in_one_bag_make_one_report_line(tmp_path):
+    (good,) = make_episodes(15, [3])
+    messages = list(episode_messages(good, np.arange(1, 4)))
+    bad = [dataclasses.replace(messages[1], episode_id=1000 + i, step=1 + i % 7, truncated=True)
+           for i in range(20_000)]  # each starts past step 0: a gap, at a varying step
+    write_messages(tmp_path / "bag", "/transitions", TRANSITION, list(enumerate(messages + bad, start=1)))
+    report = read_episodes(tmp_path / "bag", CFG)
+    assert_same(report.episodes, [good])
+    (line,) = report.skipped
+    assert len(line.items) == 20_000
+    assert str(line) == (f"{tmp_path / 'bag'} [/transitions]: episode 1000, episode 1001, episode 1002, episode 1003, "
+                         f"episode 1004 (+19995 more): gap in step indices: starts at step 1, not 0 "
+                         f"(the first; the numbers differ for others)")
+    assert len(report.summary().splitlines()) == 4
+
+
 def test_online_writer_rolls_bags_at_episode_ends(tmp_path):
     episodes = make_episodes(9, [7, 3, 9, 4, 6])
     with OnlineBagWriter(tmp_path, max_bytes=2000, storage="sqlite3") as writer:
@@ -180,6 +229,7 @@ def test_online_writer_rolls_bags_at_episode_ends(tmp_path):
 KILLED_WRITER = """
 import sys, time, numpy as np
 from tdmpc_ros.data.episode import Episode
+from tdmpc_ros.data.load_report import LoadReport
 from tdmpc_ros.data.online_bags import OnlineBagWriter
 from tdmpc_ros.data.transitions import episode_messages
 data = np.load(sys.argv[1])

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,64 +18,13 @@ from rosbags.rosbag2.storage_sqlite3 import Sqlite3Reader
 
 from tdmpc_ros.config import Config
 from tdmpc_ros.data.episode import Episode
+from tdmpc_ros.data.load_report import LoadReport
 from tdmpc_ros.data.raw import RawRecording, raw_topic_role
 from tdmpc_ros.data.transitions import BagEpisodeAssembler, episode_messages
 from tdmpc_ros.data.typestore import TRANSITION, typestore
 
 STORAGE_SUFFIXES = {".mcap": "mcap", ".db3": "sqlite3"}
 SYNTH_PERIOD_NS = 50_000_000  # stamps for episodes without their own: the default 20 Hz control period
-
-
-@dataclass
-class ReportItem:
-    """One problem (or note) about a file and topic, with the items it concerns (e.g. episode ids)."""
-
-    path: str
-    topic: str
-    reason: str
-    items: list[str] = field(default_factory=list)
-
-    def __str__(self) -> str:
-        where = f"{self.path} [{self.topic}]" if self.topic else self.path
-        shown = ", ".join(self.items[:5]) + (f" (+{len(self.items) - 5} more)" if len(self.items) > 5 else "")
-        return f"{where}: {shown + ': ' if shown else ''}{self.reason}"
-
-
-@dataclass
-class LoadReport:
-    """What `read_episodes` loaded and what it skipped, file by file."""
-
-    episodes: list[Episode] = field(default_factory=list)
-    skipped: list[ReportItem] = field(default_factory=list)
-    notes: list[ReportItem] = field(default_factory=list)
-    loaded_from: dict[str, int] = field(default_factory=dict)
-    """Episodes loaded per file."""
-
-    def skip(self, path, topic: str, reason: str, item: str | None = None) -> None:
-        _add(self.skipped, str(path), topic, reason, item)
-
-    def note(self, path, topic: str, reason: str, item: str | None = None) -> None:
-        _add(self.notes, str(path), topic, reason, item)
-
-    def summary(self) -> str:
-        steps = sum(len(e) for e in self.episodes)
-        lines = [f"loaded {len(self.episodes)} episodes ({steps} steps, "
-                 f"{sum(e.terminated for e in self.episodes)} ended in success) from {len(self.loaded_from)} files"]
-        lines += [f"  {path}: {count} episodes" for path, count in self.loaded_from.items()]
-        if self.skipped:
-            lines += [f"skipped {len(self.skipped)}:"] + [f"  {item}" for item in self.skipped]
-        if self.notes:
-            lines += ["notes:"] + [f"  {item}" for item in self.notes]
-        return "\n".join(lines)
-
-
-def _add(items: list[ReportItem], path: str, topic: str, reason: str, item: str | None) -> None:
-    for existing in items:  # one line per (file, topic, reason), listing the episodes it concerns
-        if (existing.path, existing.topic, existing.reason) == (path, topic, reason):
-            if item is not None:
-                existing.items.append(item)
-            return
-    items.append(ReportItem(path, topic, reason, [item] if item is not None else []))
 
 
 class _TolerantMcapReader(McapReader):
@@ -259,8 +207,8 @@ class _Loader:
 
             self.kinematics = ArmKinematics(self.cfg.task)
         episodes, problems = raw.episodes(self.kinematics, str(path))
-        for topic, reason in problems:
-            self.report.skip(path, topic, reason)
+        for topic, reason, item in problems:
+            self.report.skip(path, topic, reason, item)
         model = self.cfg.model
         good = []
         for ep in episodes:  # built for cfg.task: a model config with other sizes cannot use them

@@ -80,34 +80,36 @@ class RawRecording:
             values = np.array([positions[names.index(n)] for n in self.names], np.float64)
         return values if np.isfinite(values).all() else "command holds NaN/inf"
 
-    def episodes(self, kinematics, source: str = "") -> tuple[list[Episode], list[tuple[str, str]]]:
-        """(episodes, problems as (topic, reason)). `kinematics`: the arm's ArmKinematics (fk, safe limits)."""
-        problems: list[tuple[str, str]] = []
+    def episodes(self, kinematics, source: str = "") -> tuple[list[Episode], list[tuple[str, str, str | None]]]:
+        """(episodes, problems as (topic, reason, the goal it concerns or None)). `kinematics`: the arm's
+        ArmKinematics (fk, safe limits)."""
+        problems: list[tuple[str, str, str | None]] = []
         if len(self.commands) > 1:
             topic = max(self.commands, key=lambda t: len(self.commands[t]))
-            problems.append(("", f"several command topics {sorted(self.commands)}: used {topic} only"))
+            problems.append(("", f"several command topics {sorted(self.commands)}: used {topic} only", None))
         else:
             topic = next(iter(self.commands))
         commands = self.commands[topic]
         bad = [reason for _, reason in commands if isinstance(reason, str)]
         if bad:
-            problems.append((topic, f"{len(bad)} commands skipped: {bad[0]}"))
-        commands = sorted((t, c) for t, c in commands if not isinstance(c, str))
+            problems.append((topic, f"{len(bad)} commands skipped: {bad[0]}", None))
+        commands = sorted(((t, c) for t, c in commands if not isinstance(c, str)), key=lambda item: item[0])
+        command_times = [t for t, _ in commands]
         joints = sorted(self.joints, key=lambda item: item[0])
         goals = sorted(self.goals, key=lambda item: item[0])
         joint_times = [t for t, _ in joints]
         ends = [t for t, _ in goals[1:]] + [math.inf]
-        early = sum(t < goals[0][0] for t, _ in commands) if goals else len(commands)
+        early = bisect.bisect_left(command_times, goals[0][0]) if goals else len(commands)
         if early:
-            problems.append((topic, f"{early} commands before the first goal ignored"))
+            problems.append((topic, f"{early} commands before the first goal ignored", None))
         episodes = []
-        for index, ((start, goal), end) in enumerate(zip(goals, ends)):
-            in_episode = [(t, c) for t, c in commands if start <= t < end]
+        for index, ((start, goal), end) in enumerate(zip(goals, ends)):  # bisect: linear in goals and commands
+            in_episode = commands[bisect.bisect_left(command_times, start):bisect.bisect_left(command_times, end)]
             episode, reason = self._episode(index, goal, in_episode, joints, joint_times, kinematics, source)
             if episode is not None:
                 episodes.append(episode)
             elif reason:
-                problems.append((topic, f"goal {index}: {reason}"))
+                problems.append((topic, reason, f"goal {index}"))
         return episodes, problems
 
     def _episode(self, index, goal, commands, joints, joint_times, kinematics, source):
