@@ -5,12 +5,13 @@ import dataclasses
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.rosbag2 import CompressionFormat, CompressionMode, Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
 from tdmpc_ros.config import load_config
@@ -149,19 +150,129 @@ def test_bad_inputs_each_give_one_message_and_good_data_still_loads(tmp_path):
     assert len(lines) == len(expected), lines
 
 
-def test_truncated_mcap_keeps_what_precedes_the_damage(tmp_path):
+def cut_short(episodes: list[Episode], steps: int) -> list[Episode]:
+    """The episodes a reader keeps of a bag holding only their first `steps` messages, in order."""
+    kept = []
+    for ep in episodes:
+        k, steps = min(len(ep), steps), steps - min(len(ep), steps)
+        if k == len(ep):
+            kept.append(ep)
+        elif k:
+            kept.append(Episode(ep.episode_id, ep.observations[:k + 1], ep.actions[:k], ep.rewards[:k],
+                                terminated=False, truncated=True))
+    return kept
+
+
+def report_lines(report) -> list[str]:
+    return [str(line) for line in report.skipped + report.notes]
+
+
+@pytest.mark.unit
+@pytest.mark.timeout(60)
+def test_fifos_devices_sockets_and_directories_are_reported_never_opened(tmp_path):
+    root = tmp_path / "demos"
+    good = make_episodes(11, [4, 5])
+    write_transition_bag(root / "good", good[:1])
+    os.mkfifo(root / "x.mcap")  # opening it for reading would block until a writer comes
+    os.symlink(root / "x.mcap", root / "link_to_fifo.db3")
+    os.symlink("/dev/zero", root / "zero.db3")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(root / "s.mcap"))
+    write_transition_bag(root / "fifo_meta", good[1:])  # metadata.yaml a FIFO: its storage still loads
+    os.unlink(root / "fifo_meta" / "metadata.yaml")
+    os.mkfifo(root / "fifo_meta" / "metadata.yaml")
+    write_transition_bag(root / "fifo_storage", good[:1])  # the storage file metadata.yaml names is a FIFO
+    os.unlink(root / "fifo_storage" / "fifo_storage.mcap")
+    os.mkfifo(root / "fifo_storage" / "fifo_storage.mcap")
+    (root / "fifo_storage" / "extra.mcap").mkdir()
+    try:
+        report = read_episodes([root, root / "x.mcap"], CFG)
+    finally:
+        server.close()
+    assert_same(report.episodes, good)
+    expected = {"x.mcap": "FIFO", "link_to_fifo.db3": "FIFO", "zero.db3": "device", "s.mcap": "socket",
+                "fifo_meta/metadata.yaml": "FIFO", "fifo_storage/fifo_storage.mcap": "FIFO",
+                "fifo_storage/extra.mcap": "directory"}
+    lines = [str(line) for line in report.skipped]
+    assert sorted(lines) == sorted(f"{root / name}: not a regular file ({kind}): not opened"
+                                   for name, kind in expected.items())
+
+
+@pytest.mark.unit
+def test_cut_mcap_keeps_every_whole_message_before_the_cut(tmp_path):
+    episodes = make_episodes(12, [4, 6, 3, 5])
+    bag = write_transition_bag(tmp_path / "bag", episodes)
+    with Reader(bag) as reader:
+        payloads = [bytes(data) for _, _, data in reader.messages()]
+    data = (bag / "bag.mcap").read_bytes()
+    ends = [data.index(payload) + len(payload) for payload in payloads]  # each message record's last byte + 1
+    assert ends == sorted(ends) and len(ends) == 18
+    cuts = {3, ends[0] - 1, ends[0], ends[3] - 1, ends[3], ends[9] + 7, ends[-1] - 1, ends[-1], ends[-1] + 30,
+            len(data) - 40, len(data) - 1}
+    for cut in sorted(cuts):
+        path = tmp_path / f"cut_{cut}.mcap"
+        path.write_bytes(data[:cut])
+        report = read_episodes(path, CFG)
+        whole = sum(end <= cut for end in ends)
+        assert_same(report.episodes, cut_short(episodes, whole))
+        lines = report_lines(report)
+        assert not any("empty bag" in line for line in lines), lines
+        if cut < 8:
+            assert lines == [f"{path}: cannot open: truncated at byte {cut}, inside the MCAP magic"]
+        elif whole < len(ends):
+            assert any(line.startswith(f"{path}: truncated after {whole} messages at byte {cut} (")
+                       for line in map(str, report.skipped)), lines
+        else:  # cut after the last message: all kept; the report still says the file is cut or unfinished
+            assert any(f"truncated after {whole} messages at byte {cut}" in line or
+                       f"summary truncated at byte {cut}" in line or
+                       f"no MCAP summary or footer (its writer did not finish): read to its end, {whole} messages"
+                       in line for line in lines), lines
+    shutil.copyfile(tmp_path / f"cut_{ends[3]}.mcap", bag / "bag.mcap")  # the same inside its bag directory
+    report = read_episodes(bag, CFG)
+    assert_same(report.episodes, cut_short(episodes, 4))
+    assert any(f"truncated after 4 messages at byte {ends[3]}" in line for line in report_lines(report))
+
+
+@pytest.mark.unit
+def test_corrupt_mcap_chunk_is_skipped_and_the_chunks_after_it_still_read(tmp_path):
     episodes = make_episodes(6, [5, 5, 5, 5])
-    with OnlineBagWriter(tmp_path, flush_every_s=0.0) as writer:  # one chunk per message
+    with OnlineBagWriter(tmp_path / "online", flush_every_s=0.0) as writer:  # one chunk per message
         for ep in episodes:
             for msg in episode_messages(ep, np.arange(1, len(ep) + 1) + 100 * ep.episode_id):
                 writer.write(msg)
-    mcap = writer.paths[0] / f"{writer.paths[0].name}.mcap"
-    data = mcap.read_bytes()
-    mcap.write_bytes(data[:int(len(data) * 0.55)])
-    report = read_episodes(tmp_path, CFG)
-    assert_same([e for e in report.episodes if e.episode_id in (100, 101)], episodes[:2])
-    assert len(report.episodes) < 4
-    assert [str(s) for s in report.skipped][0].startswith(f"{mcap}: corrupt or truncated after ")
+    bag = writer.paths[0]
+    with Reader(bag) as reader:
+        payload = [bytes(data) for _, _, data in reader.messages()][7]  # episode 101, step 2
+    data = bytearray((bag / f"{bag.name}.mcap").read_bytes())
+    chunk = data.index(payload) - 31 - 49  # message record head, chunk record head (no compression)
+    data[chunk + 9 + 24:chunk + 9 + 28] = (0xDEADBEEF).to_bytes(4, "little")  # its uncompressed CRC-32
+    (tmp_path / "corrupt.mcap").write_bytes(data)
+    report = read_episodes(tmp_path / "corrupt.mcap", CFG)
+    assert_same(report.episodes, [episodes[0]] + episodes[2:])
+    assert [str(line) for line in report.skipped] == [
+        f"{tmp_path / 'corrupt.mcap'}: corrupt chunk at byte {chunk} (ValueError: checksum or size mismatch): skipped",
+        f"{tmp_path / 'corrupt.mcap'} [/transitions]: the MCAP summary claims 20 messages on this topic, 19 were read",
+        f"{tmp_path / 'corrupt.mcap'} [/transitions]: episode 101: gap in step indices: step 1 is followed by step 3"]
+
+
+@pytest.mark.unit
+def test_cut_zstd_mcap_keeps_the_messages_of_its_whole_compressed_blocks(tmp_path):
+    episodes = make_episodes(17, [20] * 60)  # ~300 kB in one chunk: several zstd blocks
+    writer = Writer(tmp_path / "bag", version=9, storage_plugin=StoragePlugin.MCAP)
+    writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
+    with writer:
+        conn = writer.add_connection("/transitions", TRANSITION, typestore=typestore())
+        for ep in episodes:
+            for t, msg in enumerate(episode_messages(ep, np.arange(1, 21) + 100 * ep.episode_id)):
+                writer.write(conn, 100 * ep.episode_id + t, typestore().serialize_cdr(msg, TRANSITION))
+    data = (tmp_path / "bag" / "bag.mcap").read_bytes()
+    path = tmp_path / "cut.mcap"
+    path.write_bytes(data[:len(data) * 2 // 3])
+    report = read_episodes(path, CFG)
+    steps = sum(len(e) for e in report.episodes)
+    assert 0 < steps < 1200
+    assert_same(report.episodes, cut_short(episodes, steps))
+    assert str(report.skipped[0]).startswith(f"{path}: truncated after {steps} messages at byte {len(data) * 2 // 3}")
 
 
 class CountingStr(str):
@@ -211,6 +322,31 @@ def test_twenty_thousand_bad_episodes_in_one_bag_make_one_report_line(tmp_path):
     assert len(report.summary().splitlines()) == 4
 
 
+@pytest.mark.unit
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_claimed_message_counts_are_checked(tmp_path, storage):
+    episodes = make_episodes(16, [4, 5])
+    bag = write_transition_bag(tmp_path / "bag", episodes, storage=storage)
+    meta = bag / "metadata.yaml"
+    assert meta.read_text().count("- message_count: 9\n") == 1
+    meta.write_text(meta.read_text().replace("- message_count: 9\n", "- message_count: 12\n"))
+    report = read_episodes(bag, CFG)
+    assert_same(report.episodes, episodes)
+    assert [str(line) for line in report.skipped] == [
+        f"{bag} [/transitions]: metadata.yaml claims 12 messages on this topic, 9 were read"]
+    if storage == "mcap":  # a loose MCAP file: its summary's statistics claim the counts
+        data = bytearray((bag / "bag.mcap").read_bytes())
+        shutil.copyfile(bag / "bag.mcap", tmp_path / "whole.mcap")
+        statistics = data.rindex(b"\x0b" + (42 + 4 + 10).to_bytes(8, "little"))  # one channel's count
+        data[statistics + 9 + 46 + 2:statistics + 9 + 56] = (7).to_bytes(8, "little")
+        (tmp_path / "patched.mcap").write_bytes(data)
+        assert not report_lines(read_episodes(tmp_path / "whole.mcap", CFG))
+        report = read_episodes(tmp_path / "patched.mcap", CFG)
+        assert_same(report.episodes, episodes)
+        assert report_lines(report) == [
+            f"{tmp_path / 'patched.mcap'} [/transitions]: the MCAP summary claims 7 messages on this topic, 9 were read"]
+
+
 def test_online_writer_rolls_bags_at_episode_ends(tmp_path):
     episodes = make_episodes(9, [7, 3, 9, 4, 6])
     with OnlineBagWriter(tmp_path, max_bytes=2000, storage="sqlite3") as writer:
@@ -229,7 +365,6 @@ def test_online_writer_rolls_bags_at_episode_ends(tmp_path):
 KILLED_WRITER = """
 import sys, time, numpy as np
 from tdmpc_ros.data.episode import Episode
-from tdmpc_ros.data.load_report import LoadReport
 from tdmpc_ros.data.online_bags import OnlineBagWriter
 from tdmpc_ros.data.transitions import episode_messages
 data = np.load(sys.argv[1])

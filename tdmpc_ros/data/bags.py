@@ -2,23 +2,27 @@
 
 `read_episodes` takes bag directories, folders holding many bags, or loose storage files (a crashed writer's
 bag has no metadata.yaml), reads transition bags exactly and rebuilds raw /joint_states recordings (data.raw),
-and never stops at a bad file: each problem becomes one LoadReport line naming the file and topic.
+and never stops at a bad file: each problem becomes a LoadReport line naming the file and topic. Only regular
+files are opened (opening a FIFO named x.mcap blocks until a writer appears); a damaged storage file gives what
+it still holds (data.mcap_salvage); the message counts a bag claims are checked.
 """
 from __future__ import annotations
 
 import os
+import stat
 import time
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
-from rosbags.rosbag2.storage_mcap import McapReader
 from rosbags.rosbag2.storage_sqlite3 import Sqlite3Reader
 
 from tdmpc_ros.config import Config
 from tdmpc_ros.data.episode import Episode
 from tdmpc_ros.data.load_report import LoadReport
+from tdmpc_ros.data.mcap_salvage import McapSalvage
 from tdmpc_ros.data.raw import RawRecording, raw_topic_role
 from tdmpc_ros.data.transitions import BagEpisodeAssembler, episode_messages
 from tdmpc_ros.data.typestore import TRANSITION, typestore
@@ -27,30 +31,26 @@ STORAGE_SUFFIXES = {".mcap": "mcap", ".db3": "sqlite3"}
 SYNTH_PERIOD_NS = 50_000_000  # stamps for episodes without their own: the default 20 Hz control period
 
 
-class _TolerantMcapReader(McapReader):
-    """rosbags' MCAP reader that also opens a file without summary and footer (its writer died, or the file
-    was cut): it then scans records from the start, and reading stops with an error at the torn tail."""
-
-    def _open(self) -> None:
-        try:
-            super()._open()
-        except Exception:
-            if not self.data_start:  # not even a valid MCAP header
-                raise
-            self.chunks.clear()  # no trustworthy index: messages() falls back to a linear scan
-            self.data_end = self.bio.seek(0, os.SEEK_END)
-            try:
-                self.meta_scan()  # collects schemas and channels, stopping at the torn tail
-            except Exception:
-                pass
+def file_problem(path: Path) -> str | None:
+    """Why `path` (symlinks followed) must not be opened, or None for a regular file; only stat is used."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        return f"cannot stat: {exc.strerror or exc}"
+    if stat.S_ISREG(mode):
+        return None
+    kind = ("directory" if stat.S_ISDIR(mode) else "FIFO" if stat.S_ISFIFO(mode) else
+            "socket" if stat.S_ISSOCK(mode) else "device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "special")
+    return f"not a regular file ({kind}): not opened"
 
 
-def find_bags(path: Path) -> list[Path]:
-    """Bag directories (with metadata.yaml) and loose storage files (outside any bag directory) under path."""
-    if path.is_file():
+def find_bags(path: Path, onerror=None) -> list[Path]:
+    """Bag directories (with metadata.yaml) and loose storage files (outside any bag directory) under path;
+    `onerror(OSError)` hears of folders that cannot be listed."""
+    if not path.is_dir():
         return [path.parent] if path.name == "metadata.yaml" else [path]
     found = []
-    for folder, dirs, files in os.walk(path):
+    for folder, dirs, files in os.walk(path, onerror=onerror):
         dirs.sort()
         if "metadata.yaml" in files:
             found.append(Path(folder))
@@ -66,13 +66,14 @@ def read_episodes(paths, cfg: Config, kinematics=None) -> LoadReport:
     `kinematics` (ArmKinematics of cfg.task) rebuilds raw recordings; built here only if one turns up.
     """
     loader = _Loader(cfg, kinematics)
+    unlisted = lambda exc: loader.report.skip(exc.filename or root, "", f"cannot list: {exc.strerror or exc}")
     try:
         for root in [paths] if isinstance(paths, (str, os.PathLike)) else list(paths):
             root = Path(root)
             if not root.exists():
                 loader.report.skip(root, "", "does not exist")
                 continue
-            bags = find_bags(root)
+            bags = find_bags(root, unlisted)
             if not bags:
                 loader.report.skip(root, "", "no rosbag2 bags (metadata.yaml, *.mcap or *.db3) found")
             for bag in bags:
@@ -96,35 +97,86 @@ class _Loader:
         self.store = typestore()
 
     def bag_dir(self, bag: Path) -> None:
-        reader = Reader(bag)
         try:
+            entries = sorted(bag.iterdir())
+        except OSError as exc:
+            self.report.skip(bag, "", f"cannot list: {exc.strerror or exc}")
+            return
+        odd = [(entry, why) for entry in entries if not entry.is_dir() and (why := file_problem(entry))]
+        for entry, why in odd:  # rosbags would open metadata.yaml and the files it names: none may block
+            self.report.skip(entry, "", why)
+        if odd:
+            return self._storage_files(bag, entries, "the bag holds entries that are not regular files")
+        try:
+            reader = Reader(bag)
             reader.open()
         except Exception as exc:  # unusable metadata or storage: read what the storage files still hold
-            files = sorted(f for f in bag.iterdir() if f.suffix in STORAGE_SUFFIXES)
-            problems = len(self.report.skipped)
-            for path in files:
-                self.storage_file(path)
-            if not files:
-                self.report.skip(bag, "", f"cannot open bag: {exc}")
-            elif len(self.report.skipped) == problems:
-                self.report.note(bag, "", f"bag metadata unusable ({exc}): read its storage files directly")
-            return
-        self._read_and_close(bag, reader)
+            return self._storage_files(bag, entries, f"cannot open bag ({exc})")
+        claimed: Counter[str] = Counter()
+        for conn in reader.connections:
+            claimed[conn.topic] += conn.msgcount
+        self._read_and_close(bag, reader, ("metadata.yaml", claimed))
+
+    def _storage_files(self, bag: Path, entries: list[Path], why: str) -> None:
+        files = [entry for entry in entries if entry.suffix in STORAGE_SUFFIXES]
+        problems = len(self.report.skipped)
+        for path in files:
+            self.storage_file(path)
+        if not files:
+            self.report.skip(bag, "", f"{why or 'unusable'}; no storage files (*.mcap, *.db3)")
+        elif why and len(self.report.skipped) == problems:
+            self.report.note(bag, "", f"{why}: read its storage files directly")
 
     def storage_file(self, path: Path) -> None:
         """A storage file without metadata.yaml, e.g. the bag of a writer that was killed."""
-        reader = _TolerantMcapReader(path) if path.suffix == ".mcap" else Sqlite3Reader(path)
+        try:
+            real = path.resolve()  # once: the file checked is the file opened
+        except (OSError, RuntimeError) as exc:
+            self.report.skip(path, "", f"cannot resolve: {exc}")
+            return
+        if why := file_problem(real):
+            self.report.skip(path, "", why)
+        elif path.suffix == ".mcap":
+            self._mcap_file(path, real)
+        else:
+            self._sqlite_file(path, real)
+
+    def _mcap_file(self, path: Path, real: Path) -> None:
+        reader = McapSalvage(real)
         try:
             reader.open()
         except Exception as exc:
             self.report.skip(path, "", f"cannot open: {exc}")
             return
-        self._read_and_close(path, reader)
+        walk = reader.walk
+        for problem in walk.corrupt:
+            self.report.skip(path, "", problem)
+        if walk.tear and not walk.data_whole:
+            self.report.skip(path, "", f"truncated after {reader.found} messages {walk.tear}; "
+                                       f"the messages before it were kept")
+            if not reader.connections:  # not an empty bag: its channel records were past the tear
+                reader.close()
+                return
+        elif walk.tear:
+            self.report.note(path, "", f"summary truncated {walk.tear}; its data section was read whole")
+        elif not walk.footer:
+            self.report.note(path, "", f"no MCAP summary or footer (its writer did not finish): read to its end, "
+                                       f"{reader.found} messages")
+        self._read_and_close(path, reader, ("the MCAP summary", reader.claimed))
 
-    def _read_and_close(self, path: Path, reader) -> None:
+    def _sqlite_file(self, path: Path, real: Path) -> None:
+        reader = Sqlite3Reader(real)
+        try:
+            reader.open()
+        except Exception as exc:
+            self.report.skip(path, "", f"cannot open: {exc}")
+            return
+        self._read_and_close(path, reader, None)
+
+    def _read_and_close(self, path: Path, reader, claims: tuple[str, dict | None] | None) -> None:
         episodes = []
         try:
-            episodes = self._read(path, reader)
+            episodes = self._read(path, reader, claims)
         except Exception as exc:  # whatever a file holds, the other files still load
             self.report.skip(path, "", f"unreadable: {type(exc).__name__}: {exc}")
         finally:
@@ -163,7 +215,8 @@ class _Loader:
             return [], None
         return selected, raw
 
-    def _read(self, path: Path, reader) -> list[Episode]:
+    def _read(self, path: Path, reader, claims: tuple[str, dict | None] | None) -> list[Episode]:
+        """Episodes of the selected topics; `claims`: (source, messages per topic) the file says it holds."""
         selected, raw = self._select(path, list(reader.connections))
         if not selected:
             return []
@@ -187,6 +240,8 @@ class _Loader:
         except Exception as exc:  # a torn tail or corrupt record: everything read before it is kept
             self.report.skip(path, "", f"corrupt or truncated after {sum(counts.values())} messages "
                                        f"({type(exc).__name__}: {exc}); the messages before it were kept")
+        else:
+            self._check_claims(path, claims, {t: n + undecodable.get(t, (0,))[0] for t, n in counts.items()})
         for topic, (n, first) in undecodable.items():
             self.report.skip(path, topic, f"{n} messages could not be decoded (first: {first})")
         for topic, count in counts.items():
@@ -200,6 +255,13 @@ class _Loader:
             for episode_id, reason in assembler.take_errors():
                 self.report.skip(path, topic, reason, f"episode {episode_id}")
         return episodes + (self._raw_episodes(path, raw) if raw is not None else [])
+
+    def _check_claims(self, path: Path, claims: tuple[str, dict | None] | None, read: dict[str, int]) -> None:
+        source, claimed = claims or ("", None)
+        for topic, n in read.items() if claimed is not None else ():
+            if n != (expected := claimed.get(topic, 0)):  # fewer: lost messages; more: a stale claim
+                line = self.report.skip if n < expected else self.report.note
+                line(path, topic, f"{source} claims {expected} messages on this topic, {n} were read")
 
     def _raw_episodes(self, path: Path, raw: RawRecording) -> list[Episode]:
         if self.kinematics is None:
