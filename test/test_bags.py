@@ -6,8 +6,10 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -273,6 +275,60 @@ def test_cut_zstd_mcap_keeps_the_messages_of_its_whole_compressed_blocks(tmp_pat
     assert 0 < steps < 1200
     assert_same(report.episodes, cut_short(episodes, steps))
     assert str(report.skipped[0]).startswith(f"{path}: truncated after {steps} messages at byte {len(data) * 2 // 3}")
+
+
+@pytest.mark.unit
+def test_cut_sqlite_keeps_the_rows_of_its_whole_pages(tmp_path):
+    episodes = make_episodes(13, [5] * 30)
+    bag = write_transition_bag(tmp_path / "bag", episodes, storage="sqlite3")
+    data = (bag / "bag.db3").read_bytes()
+    kept = []
+    for fraction in (0.3, 0.5, 0.7, 0.9, 0.99):
+        cut = int(len(data) * fraction)
+        path = tmp_path / f"cut_{cut}.db3"
+        path.write_bytes(data[:cut])
+        report = read_episodes(path, CFG)
+        steps = sum(len(e) for e in report.episodes)
+        assert_same(report.episodes, cut_short(episodes, steps))  # the first rows in order: no garbage rows
+        assert any(f"{path}: corrupt or truncated after {steps} messages" in line for line in report_lines(report))
+        kept.append(steps)
+    assert kept == sorted(kept) and kept[1] > 0 and kept[-1] >= 0.9 * 150, kept
+    shutil.copyfile(path, bag / "bag.db3")  # the same inside its bag directory, whose metadata claims more
+    report = read_episodes(bag, CFG)
+    assert_same(report.episodes, cut_short(episodes, kept[-1]))
+    assert f"{bag / 'bag.db3'}: cut at byte {cut}, inside a page: read without that page's " in report.summary()
+
+
+@pytest.mark.unit
+def test_torn_sqlite_write_ahead_log_keeps_its_whole_commits(tmp_path):
+    episodes = make_episodes(14, [4, 5, 3, 6])
+    bag = write_transition_bag(tmp_path / "bag", episodes[:1], storage="sqlite3")
+    store, db_path = typestore(), bag / "bag.db3"
+    wal_path = Path(f"{db_path}-wal")
+    db = sqlite3.connect(db_path)
+    db.execute("PRAGMA journal_mode=WAL")  # as ROS 2's "resilient" sqlite3 preset records
+    db.execute("PRAGMA wal_autocheckpoint=0")
+    (topic_id,) = db.execute("SELECT id FROM topics").fetchone()
+    commit_ends = []
+    for ep in episodes[1:]:
+        with db:  # one commit per episode
+            stamps = np.arange(1, len(ep) + 1) + 1000 * ep.episode_id
+            db.executemany("INSERT INTO messages (topic_id, timestamp, data) VALUES (?, ?, ?)",
+                           [(topic_id, int(t), bytes(store.serialize_cdr(m, TRANSITION)))
+                            for t, m in zip(stamps, episode_messages(ep, stamps))])
+        commit_ends.append(wal_path.stat().st_size)
+    crashed = tmp_path / "crashed"  # the recorder's files at a crash: no metadata.yaml, the log not checkpointed
+    crashed.mkdir()
+    shutil.copyfile(db_path, crashed / "bag.db3")
+    wal = wal_path.read_bytes()
+    db.close()
+    for cut in (commit_ends[0] - 1, commit_ends[0], commit_ends[1] + 500, len(wal)):
+        (crashed / "bag.db3-wal").write_bytes(wal[:cut])
+        report = read_episodes(crashed / "bag.db3", CFG)
+        assert_same(report.episodes, episodes[:1 + sum(end <= cut for end in commit_ends)])
+        assert not report.skipped, report.summary()
+        assert any("bag.db3-wal settled by SQLite on a copy" in line for line in report_lines(report))
+        assert (crashed / "bag.db3-wal").read_bytes() == wal[:cut]  # the user's files are left as they were
 
 
 class CountingStr(str):

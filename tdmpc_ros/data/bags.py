@@ -4,7 +4,7 @@
 bag has no metadata.yaml), reads transition bags exactly and rebuilds raw /joint_states recordings (data.raw),
 and never stops at a bad file: each problem becomes a LoadReport line naming the file and topic. Only regular
 files are opened (opening a FIFO named x.mcap blocks until a writer appears); a damaged storage file gives what
-it still holds (data.mcap_salvage); the message counts a bag claims are checked.
+it still holds (data.mcap_salvage, data.sqlite_salvage); the message counts a bag claims are checked.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import stat
 import time
 from collections import Counter
 from collections.abc import Iterable
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from tdmpc_ros.data.episode import Episode
 from tdmpc_ros.data.load_report import LoadReport
 from tdmpc_ros.data.mcap_salvage import McapSalvage
 from tdmpc_ros.data.raw import RawRecording, raw_topic_role
+from tdmpc_ros.data.sqlite_salvage import SqliteSalvage, logs_beside, prepared, unsettled
 from tdmpc_ros.data.transitions import BagEpisodeAssembler, episode_messages
 from tdmpc_ros.data.typestore import TRANSITION, typestore
 
@@ -107,6 +109,8 @@ class _Loader:
             self.report.skip(entry, "", why)
         if odd:
             return self._storage_files(bag, entries, "the bag holds entries that are not regular files")
+        if any(unsettled(entry) for entry in entries if entry.suffix == ".db3"):
+            return self._storage_files(bag, entries, "")  # read through sqlite_salvage.prepared
         try:
             reader = Reader(bag)
             reader.open()
@@ -165,13 +169,33 @@ class _Loader:
         self._read_and_close(path, reader, ("the MCAP summary", reader.claimed))
 
     def _sqlite_file(self, path: Path, real: Path) -> None:
-        reader = Sqlite3Reader(real)
-        try:
-            reader.open()
-        except Exception as exc:
-            self.report.skip(path, "", f"cannot open: {exc}")
-            return
-        self._read_and_close(path, reader, None)
+        logs = []
+        for log in logs_beside(real):
+            if why := file_problem(log):
+                self.report.skip(log, "", f"{why}; the database is read without it")
+            else:
+                logs.append(log)
+        with ExitStack() as stack:
+            try:
+                db, done = stack.enter_context(prepared(real, logs))
+            except Exception as exc:
+                db, done = real, ""
+                self.report.skip(path, "", f"could not prepare a readable copy ({type(exc).__name__}: {exc}); "
+                                           f"read as it is")
+            if done:
+                self.report.note(path, "", done)
+            reader = Sqlite3Reader(db)
+            try:
+                reader.open()
+            except Exception as exc:  # rosbags counts every row at open: a damaged file fails there
+                reader = SqliteSalvage(db)
+                try:
+                    reader.open()
+                except Exception as salvage_exc:
+                    self.report.skip(path, "", f"cannot open: {type(salvage_exc).__name__}: {salvage_exc}")
+                    return
+                self.report.note(path, "", f"damaged ({exc.__cause__ or exc}): reading the rows that still read")
+            self._read_and_close(path, reader, None)
 
     def _read_and_close(self, path: Path, reader, claims: tuple[str, dict | None] | None) -> None:
         episodes = []
