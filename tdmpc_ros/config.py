@@ -404,6 +404,11 @@ def config_to_dict(cfg: Config) -> dict[str, dict[str, Any]]:
     return dataclasses.asdict(cfg)
 
 
+def config_yaml(cfg: Config) -> str:
+    """The resolved config as a ROS 2 parameter file, which `load_config` and `--params-file` read back."""
+    return yaml.safe_dump({"/**": {"ros__parameters": config_to_dict(cfg)}}, sort_keys=False)
+
+
 def flatten(cfg: Config) -> dict[str, Any]:
     """{'section.field': value} — the node parameter names."""
     return {f"{s}.{k}": v for s, fields_ in config_to_dict(cfg).items() for k, v in fields_.items()}

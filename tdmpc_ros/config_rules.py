@@ -7,9 +7,13 @@ between fields (elites <= samples, low <= high, one home value per joint) are ch
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
+import functools
+import inspect
 import math
 import re
+import textwrap
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,13 +126,27 @@ def _check_number(name: str, value: Any, kind: str, rule: Rule) -> None:
         raise ConfigError(f"{name}: {value!r} is out of range{allowed}")
 
 
+@functools.cache
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring under each field of a dataclass (the string literal that follows it in the source)."""
+    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
+    return {target.target.id: " ".join(doc.value.value.split())
+            for target, doc in zip(body, body[1:])
+            if isinstance(target, ast.AnnAssign) and isinstance(target.target, ast.Name)
+            and isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant) and isinstance(doc.value.value, str)}
+
+
 def coerce(value: Any, kind: str) -> Any:
     """YAML/ROS parameter values to the schema's types before checking: ints widen to float fields (1 -> 1.0),
-    tuples become lists. Anything else is left for `check_value` to name."""
+    tuples and arrays become lists, and ROS's unset value for `[]` an empty list. Anything else is left for
+    `check_value` to name."""
     if kind == "float" and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if kind.startswith("list[") and isinstance(value, tuple):
-        value = list(value)
+    if kind.startswith("list["):
+        if value is None:
+            return []
+        if not isinstance(value, (str, list, dict)) and hasattr(value, "__iter__"):
+            value = list(value)
     if kind == "list[float]" and isinstance(value, list):
         return [float(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
     return value

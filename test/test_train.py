@@ -62,6 +62,11 @@ def test_train_loss_falls_then_resume_continues(demos, tmp_path):
     loss = np.array(data["total_loss"])
     assert loss[-5:].mean() < 0.5 * loss[:3].mean(), loss
     assert (tmp_path / "run" / "learning_curve.png").stat().st_size > 10_000
+    # The run's resolved config is saved as a parameter file that loads back to the same config.
+    from tdmpc_ros.config import load_config
+    from tdmpc_ros.learning.checkpoint import load_checkpoint
+
+    assert load_config(tmp_path / "run" / "config.yaml") == load_checkpoint(tmp_path / "model.pt").config
 
     again = subprocess.run(train(demos, tmp_path, "--updates", "180", "--resume"), capture_output=True, text=True,
                            timeout=300)
@@ -72,7 +77,7 @@ def test_train_loss_falls_then_resume_continues(demos, tmp_path):
     assert data["step"] == list(range(10, 181, 10))
     assert np.mean(data["total_loss"][-3:]) < 0.5 * loss[:3].mean()  # optimiser state resumed, no restart spike
     refused = subprocess.run(train(demos, tmp_path, "--updates", "10"), capture_output=True, text=True)
-    assert refused.returncode != 0 and "pass --resume" in refused.stderr
+    assert refused.returncode == 2 and "pass --resume" in refused.stderr
 
 
 def test_sigint_saves_a_checkpoint_and_exits_cleanly(demos, tmp_path):

@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
           f"{cfg.model.preset} model on {device}")
 
     run_dir = Path(args.run_dir or Path("runs") / f"train_{out.stem}")
-    metrics = MetricsLogger(run_dir)
+    metrics = MetricsLogger(run_dir, config=agent.cfg)
     rng = np.random.default_rng(cfg.agent.seed + agent.updates)
     batch_size, horizon = cfg.agent.batch_size, cfg.planner.horizon
     meta = {"source": "tdmpc-ros train", "demos": [str(p) for p in args.demos],

@@ -10,12 +10,19 @@ class MetricsLogger:
     """Appends `metrics.csv` in run_dir (column `step` plus every key seen) and writes TensorBoard scalars.
 
     A key first seen after the header was written rewrites the file with the wider header, so the CSV
-    always parses with one header. Non-numeric values go to the CSV only.
+    always parses with one header. Non-numeric values go to the CSV only. With `config`, the run's resolved
+    config goes to `config.yaml` (a parameter file that reproduces the run) and TensorBoard's text panel.
     """
 
-    def __init__(self, run_dir, tensorboard: bool = True):
+    def __init__(self, run_dir, tensorboard: bool = True, config=None):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        config_text = None
+        if config is not None:
+            from tdmpc_ros.config import config_yaml
+
+            config_text = config_yaml(config)
+            (self.run_dir / "config.yaml").write_text(config_text)
         self.csv_path = self.run_dir / "metrics.csv"
         self.columns: list[str] = []
         if self.csv_path.exists() and self.csv_path.stat().st_size:  # a resumed run keeps its rows
@@ -26,6 +33,8 @@ class MetricsLogger:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+            if config_text is not None:  # markdown: indented lines are shown as code
+                self.writer.add_text("config", "    " + config_text.replace("\n", "\n    "))
 
     def log(self, step: int, values: dict) -> None:
         row = {"step": step, **values}
