@@ -21,8 +21,8 @@ from tdmpc_ros.config import Config
 from tdmpc_ros.data.bags import write_transition_bag
 from tdmpc_ros.msg import ModelUpdate, PlannerStatus, Transition
 from tdmpc_ros.nodes import qos
-from tdmpc_ros.sim.expert import ScriptedExpert
-from tdmpc_ros.sim.reach_env import ReachEnv, collect_episode
+from tdmpc_ros.sim.expert import expert_episodes
+from tdmpc_ros.sim.reach_env import ReachEnv
 
 SHRUNK = {
     "planner": {"compile": False, "num_samples": 64, "num_pi_trajs": 8, "num_elites": 8, "iterations": 2},
@@ -42,9 +42,7 @@ def write_config(path):
 def write_demos(folder, episodes=3):
     cfg = Config()
     env = ReachEnv(cfg)
-    expert = ScriptedExpert(env.kinematics, cfg.task, 0.1, np.random.default_rng(0))
-    for i in range(episodes):
-        episode, _ = collect_episode(env, lambda obs, info: expert.act(env.goal, info["q"], env.target), i, seed=i)
+    for i, episode in enumerate(expert_episodes(env, episodes)):
         write_transition_bag(folder / f"demo_{i}", [episode])
     env.close()
 

@@ -6,17 +6,15 @@ import pytest
 
 from tdmpc_ros.config import load_config
 from tdmpc_ros.learning.learner import Learner
-from tdmpc_ros.sim.expert import ScriptedExpert
-from tdmpc_ros.sim.reach_env import ReachEnv, collect_episode
+from tdmpc_ros.sim.expert import expert_episodes
+from tdmpc_ros.sim.reach_env import ReachEnv
 
 
 @pytest.fixture(scope="module")
 def demos():
     cfg = load_config()
     env = ReachEnv(cfg)
-    expert = ScriptedExpert(env.kinematics, cfg.task, 0.1, np.random.default_rng(0))
-    episodes = [collect_episode(env, lambda obs, info: expert.act(env.goal, info["q"], env.target), i, seed=i)[0]
-                for i in range(8)]
+    episodes = list(expert_episodes(env, 8))
     env.close()
     return episodes
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from gymnasium.utils.env_checker import check_env
 from tdmpc_ros.config import Config, ConfigError, SimConfig, TaskConfig, load_config
 from tdmpc_ros.kinematics import ArmKinematics, robot_overrides
 from tdmpc_ros.sim.arm import Arm
-from tdmpc_ros.sim.expert import ScriptedExpert
+from tdmpc_ros.sim.expert import expert_episodes
 from tdmpc_ros.sim.reach_env import ReachEnv, collect_episode
 from tdmpc_ros.task import ReachTask
 
@@ -162,9 +163,7 @@ def test_env_truncates_at_the_step_limit():
 @pytest.mark.parametrize("robot", ["kuka_iiwa", "panda"])
 def test_scripted_expert_succeeds_in_at_least_90_percent_of_episodes(robot):
     env = ReachEnv(load_config(None, robot_overrides(robot)))
-    expert = ScriptedExpert(env.kinematics, env.cfg.task, noise=0.1, rng=np.random.default_rng(0))
-    episodes = [collect_episode(env, lambda obs, info: expert.act(env.goal, info["q"], env.target), i,
-                                seed=100 if i == 0 else None)[0] for i in range(20)]
+    episodes = list(expert_episodes(env, 20, noise=0.1, seed=100))
     success_rate = np.mean([e.success for e in episodes])
     print(f"expert success rate {success_rate:.2f}")
     assert success_rate >= 0.9
@@ -182,5 +181,9 @@ def test_demos_command_writes_one_readable_bag_per_episode(tmp_path, capsys):
     report = read_episodes([out], Config())
     assert len(report.episodes) == 3 and not report.skipped
     assert all(e.success and np.abs(e.actions).max() <= 1.0 for e in report.episodes)
-    with pytest.raises(SystemExit, match="already exists"):
-        main(["demos", "--episodes", "3", "--out", str(out), "--seed", "4"])
+    assert main(["demos", "--episodes", "3", "--out", str(out), "--seed", "4"]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["demos", "--episodes", "2", "--out", str(out), "--seed", "5", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)  # one JSON object, no progress bar or summary line
+    assert (result["success_rate"], result["episodes"], result["successes"]) == (1.0, 2, 2)
+    assert result["mean_return"] < 0 and result["out"] == str(out)

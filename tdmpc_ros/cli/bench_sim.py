@@ -22,8 +22,8 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from tdmpc_ros.config import load_config
-    from tdmpc_ros.sim.expert import ScriptedExpert
-    from tdmpc_ros.sim.reach_env import ReachEnv, collect_episode
+    from tdmpc_ros.sim.expert import expert_episodes
+    from tdmpc_ros.sim.reach_env import ReachEnv
 
     cfg = load_config()
     env = ReachEnv(cfg)
@@ -37,9 +37,7 @@ def run(args: argparse.Namespace) -> int:
             env.reset()
     env_rate = steps / (time.perf_counter() - start)
 
-    expert = ScriptedExpert(env.kinematics, cfg.task, 0.1, np.random.default_rng(1))
-    episodes = [collect_episode(env, lambda obs, info: expert.act(env.goal, info["q"], env.target), i,
-                                seed=1 if i == 0 else None)[0] for i in range(args.episodes)]
+    episodes = list(expert_episodes(env, args.episodes, noise=0.1, seed=1))
     env.close()
     result = {"env_steps_per_s": round(env_rate, 1), "physics_steps_per_s": round(env_rate * env.arm.n_substeps),
               "expert_episodes": args.episodes,

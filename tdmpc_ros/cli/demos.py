@@ -14,16 +14,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--noise", type=float, default=0.1, help="Gaussian noise std on the expert's actions")
     parser.add_argument("--seed", type=int, default=0, help="seed for goals, start poses and noise")
     parser.add_argument("--config", default=None, help="parameter file (default: config/arm.yaml)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object (success_rate, episodes, ...)")
 
 
 def run(args: argparse.Namespace) -> int:
+    import json
+
     import numpy as np
     from tqdm import tqdm
 
     from tdmpc_ros.config import default_config_path, load_config
     from tdmpc_ros.data.bags import write_transition_bag
-    from tdmpc_ros.sim.expert import ScriptedExpert
-    from tdmpc_ros.sim.reach_env import ReachEnv, collect_episode
+    from tdmpc_ros.sim.expert import expert_episodes
+    from tdmpc_ros.sim.reach_env import ReachEnv
 
     if args.episodes < 1:
         raise InputError(f"--episodes must be at least 1, got {args.episodes}")
@@ -36,18 +39,20 @@ def run(args: argparse.Namespace) -> int:
                          f"choose another --out or --seed, or remove them")
     out.mkdir(parents=True, exist_ok=True)
     env = ReachEnv(cfg)
-    expert = ScriptedExpert(env.kinematics, cfg.task, args.noise, np.random.default_rng(args.seed))
     successes, returns = 0, []
-    progress = tqdm(paths, desc="demos", unit="episode")
-    for i, path in enumerate(progress):
-        episode, _ = collect_episode(env, lambda obs, info: expert.act(env.goal, info["q"], env.target), i,
-                                     seed=args.seed if i == 0 else None)
+    progress = tqdm(paths, desc="demos", unit="episode", disable=args.json)
+    for i, (path, episode) in enumerate(zip(progress, expert_episodes(env, len(paths), args.noise, args.seed))):
         episode.source = str(path)
         write_transition_bag(path, [episode], storage=args.storage)
         successes += episode.success
         returns.append(episode.episode_return)
         progress.set_postfix(success=f"{successes / (i + 1):.2f}")
     env.close()
+    if args.json:
+        print(json.dumps({"success_rate": successes / args.episodes, "episodes": args.episodes,
+                          "successes": successes, "mean_return": round(float(np.mean(returns)), 4),
+                          "storage": args.storage, "out": str(out)}))
+        return 0
     print(f"expert success rate {successes / args.episodes:.3f} ({successes}/{args.episodes}), "
           f"mean return {np.mean(returns):.3f}; {args.episodes} {args.storage} bags in {out}")
     return 0

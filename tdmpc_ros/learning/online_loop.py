@@ -20,7 +20,7 @@ import numpy as np
 from tdmpc_ros.config import Config
 from tdmpc_ros.learning.learner import Learner
 from tdmpc_ros.planner import make_planner
-from tdmpc_ros.sim.expert import ScriptedExpert
+from tdmpc_ros.sim.expert import expert_episodes
 from tdmpc_ros.sim.reach_env import ReachEnv, collect_episode
 
 ROLLING_WINDOW = 20  # Learner.recent_success's window
@@ -81,13 +81,6 @@ def evaluate(env: ReachEnv, planner, episodes: int) -> EvalRecord:
                       float(np.mean([e.episode_return for e in results])), float(np.mean([len(e) for e in results])))
 
 
-def record_demos(env: ReachEnv, cfg: Config, count: int, seed: int) -> list:
-    """`count` scripted-expert episodes (noise DEMO_NOISE) on `env`, the first reset with `seed`."""
-    expert = ScriptedExpert(env.kinematics, cfg.task, DEMO_NOISE, np.random.default_rng(seed))
-    return [collect_episode(env, lambda obs, info: expert.act(env.goal, info["q"], env.target), i,
-                            seed=seed if i == 0 else None)[0] for i in range(count)]
-
-
 def seeded_config(cfg: Config, seed: int) -> Config:
     """A copy of cfg with agent, sim and goal seeds set to `seed`."""
     cfg = copy.deepcopy(cfg)
@@ -112,7 +105,7 @@ def run_online(cfg: Config, env_steps: int, seed: int, run_dir: str | Path, demo
     env = ReachEnv(cfg)
     eval_env = ReachEnv(seeded_config(cfg, seed + 10_000)) if eval_every > 0 else None
     try:
-        demos = record_demos(env, cfg, demo_episodes, seed)
+        demos = list(expert_episodes(env, demo_episodes, DEMO_NOISE, seed))
         result.demo_success_rate = float(np.mean([d.success for d in demos]))
         times["demos"] = time.perf_counter() - start
 

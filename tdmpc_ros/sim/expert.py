@@ -5,9 +5,12 @@ training data: action = clip((q_ik - last_target) / action_scale, -1, 1) + Gauss
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 from tdmpc_ros.config import TaskConfig
+from tdmpc_ros.data.episode import Episode
 from tdmpc_ros.kinematics import ArmKinematics
 
 
@@ -30,3 +33,14 @@ class ScriptedExpert:
         if self.noise > 0:
             action = action + self.rng.normal(0.0, self.noise, action.shape)
         return np.clip(action, -1.0, 1.0).astype(np.float32)
+
+
+def expert_episodes(env, count: int, noise: float = 0.1, seed: int | None = 0) -> Iterator[Episode]:
+    """`count` scripted-expert episodes on a ReachEnv, yielded as each ends; the first reset is seeded with
+    `seed` (so are the expert's noise draws), later ones continue the env's own goal sequence."""
+    from tdmpc_ros.sim.reach_env import collect_episode
+
+    expert = ScriptedExpert(env.kinematics, env.cfg.task, noise, np.random.default_rng(seed))
+    for i in range(count):
+        yield collect_episode(env, lambda obs, info: expert.act(env.goal, info["q"], env.target), i,
+                              seed=seed if i == 0 else None)[0]
