@@ -14,20 +14,22 @@ class ModelRejected(Exception):
 
 
 def load_model(path: str, sha256: str | None, cfg: Config):
-    """Verify and load a checkpoint's world model; (model, discount). Raises ModelRejected."""
+    """Verify and load a checkpoint's world model; (model, discount). Raises ModelRejected.
+
+    load_checkpoint validates the file, its config and its weights (all finite); the sizes this arm needs are
+    checked before any network is built.
+    """
     from tdmpc_ros.learning.checkpoint import CheckpointError, agent_from_checkpoint, load_checkpoint
 
     try:
-        ckpt = load_checkpoint(path, expected_sha256=sha256 or None)
+        ckpt = load_checkpoint(path, expected_sha256=sha256 or None, max_bytes=cfg.controller.max_checkpoint_bytes)
+        model_cfg = ckpt.config.model
+        if (model_cfg.obs_dim, model_cfg.action_dim) != (cfg.task.obs_dim, cfg.task.action_dim):
+            raise ModelRejected(f"{path}: checkpoint is for obs_dim {model_cfg.obs_dim} / action_dim "
+                                f"{model_cfg.action_dim}, this arm needs {cfg.task.obs_dim} / {cfg.task.action_dim}")
+        model = agent_from_checkpoint(ckpt, device=cfg.planner.device).model
     except CheckpointError as exc:
         raise ModelRejected(str(exc)) from exc
-    model_cfg = ckpt.config.model
-    if (model_cfg.obs_dim, model_cfg.action_dim) != (cfg.task.obs_dim, cfg.task.action_dim):
-        raise ModelRejected(f"{path}: checkpoint is for obs_dim {model_cfg.obs_dim} / action_dim "
-                            f"{model_cfg.action_dim}, this arm needs {cfg.task.obs_dim} / {cfg.task.action_dim}")
-    model = agent_from_checkpoint(ckpt, device=cfg.planner.device).model
-    if not all(bool(np.isfinite(p.detach().cpu().numpy()).all()) for p in model.parameters()):
-        raise ModelRejected(f"{path}: checkpoint holds NaN/inf weights")
     return model, ckpt.config.discount
 
 

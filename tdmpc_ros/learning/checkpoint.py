@@ -1,29 +1,70 @@
-"""Versioned, checksummed agent checkpoints.
+"""Versioned, self-checking agent checkpoints, validated before anything is allocated, built or used.
 
-A checkpoint is one torch.save'd dict {"format", "version", "config", "agent", "meta"} written atomically,
-with `<file>.sha256` beside it. Loading uses torch.load(weights_only=True), so a file cannot run code, and
-verifies the checksum (argument or sidecar) before unpickling anything.
+File layout (format version 2), written atomically with `<file>.sha256` beside it (`sha256sum -c` format, over
+the whole file):
+
+    magic        b"tdmpc_ros.checkpoint\\n"  (21 bytes; `head -1 file` names the format)
+    version      uint32, little-endian: 2
+    body length  uint64, little-endian
+    body sha256  32 bytes
+    body         torch.save({"config": {section: {field: value}}, "agent": Agent.state_dict(), "meta": {...}})
+
+The body digest catches a damaged copy that travels without its sidecar. Loading checks, in this order, and
+each failure is one CheckpointError naming the file and the reason:
+
+1. the file (`load_checkpoint` only): symlinks resolved once; the target must be a regular file (os.stat,
+   before opening, so a FIFO or device never blocks; opened O_NONBLOCK | O_NOFOLLOW and checked again with
+   fstat against a swap) of at most `max_bytes` (controller.max_checkpoint_bytes). Its header is checked
+   against its size (step 3's magic, version and body length) before a buffer for the rest is allocated; it is
+   read once into that one buffer, at most its stat size, hashed chunk by chunk as it comes in;
+2. the whole-file sha256 against the digest passed in, else the sidecar (itself a regular file of at most
+   4 KiB): a required one that is missing means the write was cut short;
+3. magic, version, body length and body sha256, then the body's zip directory (stored entries only: torch
+   would inflate a compressed one to its declared size before checking it), all before unpickling;
+4. torch.load(weights_only=True): a file cannot run code;
+5. the config through config_from_dict (every field's type and range), model sizes equal to their preset's
+   (checked again in agent_from_checkpoint, which also compares every weight's shape with a model built on the
+   meta device before building the real one), the agent state's structure, and every float in it finite.
+
+`checkpoint_from_bytes` runs steps 2-5 on bytes that arrive by other means. Version-1 files (a bare torch
+zip whose only digest is the sidecar) are refused with the command that converts them, weights unchanged:
+`python -m tdmpc_ros.learning.checkpoint upgrade FILE [OUT]`.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import hashlib
 import io
+import math
 import os
 import pickle
+import stat
+import struct
+import sys
 import tempfile
 import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
-from tdmpc_ros.config import Config, ConfigError, ModelConfig, config_from_dict, config_to_dict
+from tdmpc_ros.config import (MODEL_PRESETS, Config, ControllerConfig, ModelConfig, config_from_dict,
+                              config_to_dict)
 from tdmpc_ros.learning.agent import Agent
+from tdmpc_ros.model.world_model import WorldModel
 
 FORMAT = "tdmpc_ros.checkpoint"
-VERSION = 1
+VERSION = 2
+MAGIC = FORMAT.encode() + b"\n"
+HEADER = struct.Struct(f"<{len(MAGIC)}sIQ32s")  # magic, version, body length, body sha256
+MAX_CHECKPOINT_BYTES = ControllerConfig().max_checkpoint_bytes
+MAX_SIDECAR_BYTES = 4096
+UPGRADE_COMMAND = "python -m tdmpc_ros.learning.checkpoint upgrade"
+AGENT_KEYS = ("model", "optim", "pi_optim", "scale", "updates")
+_CHUNK = 1 << 20
 
 
 class CheckpointError(RuntimeError):
@@ -36,23 +77,40 @@ class Checkpoint:
     agent_state: dict
     meta: dict = field(default_factory=dict)
     sha256: str = ""
+    """sha256 of the whole file (what the sidecar and ModelUpdate carry)."""
     path: str = ""
 
 
 def file_sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def pack(body: bytes) -> bytes:
+    """The version-2 file for a serialized body (torch.save'd payload): header + body."""
+    return _header(body) + body
+
+
+def _header(body: bytes) -> bytes:
+    return HEADER.pack(MAGIC, VERSION, len(body), hashlib.sha256(body).digest())
+
+
+def _serialize(payload: dict) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return buffer.getvalue()
+
+
+def _atomic_write(path: Path, *chunks: bytes) -> None:
     """Temp file in the same folder, flush + fsync, rename over `path`, fsync the folder."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            for chunk in chunks:
+                f.write(chunk)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -67,19 +125,22 @@ def _atomic_write(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
+def _write(path: Path, body: bytes) -> str:
+    """Write header + body (no joined copy of a large body) and the sidecar; returns the file's sha256."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = _header(body)
+    digest = hashlib.sha256(header)
+    digest.update(body)
+    _atomic_write(path, header, body)
+    _atomic_write(sidecar_path(path), f"{digest.hexdigest()}  {path.name}\n".encode())
+    return digest.hexdigest()
+
+
 def save_checkpoint(path: str | Path, agent: Agent, meta: dict[str, Any] | None = None) -> str:
     """Write the agent (weights, optimisers, scale, counters) and its config; returns the file's sha256."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": FORMAT, "version": VERSION, "config": config_to_dict(agent.cfg),
-               "agent": agent.state_dict(), "meta": dict({"updates": agent.updates}, **(meta or {}))}
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    data = buffer.getvalue()
-    digest = hashlib.sha256(data).hexdigest()
-    _atomic_write(path, data)
-    _atomic_write(sidecar_path(path), f"{digest}  {path.name}\n".encode())
-    return digest
+    payload = {"config": config_to_dict(agent.cfg), "agent": agent.state_dict(),
+               "meta": dict({"updates": agent.updates}, **(meta or {}))}
+    return _write(Path(path), _serialize(payload))
 
 
 def sidecar_path(path: str | Path) -> Path:
@@ -87,67 +148,265 @@ def sidecar_path(path: str | Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return f"of mode {mode:o}"
+
+
+def _check_regular(st: os.stat_result, shown: str, what: str, max_bytes: int) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        raise CheckpointError(f"{shown}: {what} is {_kind(st.st_mode)}, not a regular file; nothing read")
+    if st.st_size > max_bytes:
+        raise CheckpointError(f"{shown}: {what} is {st.st_size} bytes, over the limit of {max_bytes} bytes; "
+                              "nothing read")
+
+
+def _read_regular(path: Path, max_bytes: int, what: str, missing_ok: bool = False,
+                  check_start: Callable[[bytes, int, str], Any] | None = None) -> tuple[bytearray, str] | None:
+    """(contents, sha256) of the regular file `path` resolves to, hashed while read; None if missing_ok and absent.
+
+    `check_start(first HEADER.size bytes, file size, name)` runs before the buffer for the rest is allocated.
+    """
+    real = os.path.realpath(path)
+    shown = str(path) if real == os.path.abspath(path) else f"{path} (-> {real})"
+    try:
+        _check_regular(os.stat(real), shown, what, max_bytes)
+        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        if missing_ok:
+            return None
+        raise CheckpointError(f"{shown}: {what} is missing") from None
+    except OSError as exc:
+        raise CheckpointError(f"{shown}: cannot open {what}: {exc.strerror or exc}") from None
+    with open(fd, "rb", buffering=0) as f:
+        st = os.fstat(fd)
+        _check_regular(st, shown, what, max_bytes)  # the path was swapped between stat and open
+        try:
+            head = f.read(min(HEADER.size, st.st_size)) if check_start else b""
+            if check_start:
+                check_start(head, st.st_size, shown)
+            data = bytearray(st.st_size)
+            data[:len(head)] = head
+            view, digest, done = memoryview(data), hashlib.sha256(head), len(head)
+            while done < len(data):
+                n = f.readinto(view[done:done + _CHUNK])
+                if not n:
+                    raise CheckpointError(f"{shown}: {what} shrank while being read ({done} of {len(data)} bytes)")
+                digest.update(view[done:done + n])
+                done += n
+        except OSError as exc:
+            raise CheckpointError(f"{shown}: cannot read {what}: {exc.strerror or exc}") from None
+        view.release()
+    return data, digest.hexdigest()
+
+
+def _hex_digest(text: str, source: str) -> str:
+    text = text.strip().lower()
+    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+        raise CheckpointError(f"{source}: not a sha256 digest (64 hex digits): {text[:80]!r}")
+    return text
+
+
 def _expected_digest(path: Path, expected: str | None) -> str | None:
+    """The digest passed in, else the sidecar's (beside the file a symlink points to), else None."""
     if expected:
-        return expected.strip().lower()
-    sidecar = sidecar_path(path)
-    if not sidecar.exists():
+        return _hex_digest(expected, f"{path}: expected sha256")
+    sidecar = sidecar_path(os.path.realpath(path))
+    found = _read_regular(sidecar, MAX_SIDECAR_BYTES, "checksum file", missing_ok=True)
+    if found is None:
         return None
-    text = sidecar.read_text().split()
-    if not text:
+    words = found[0].decode(errors="replace").split()
+    if not words:
         raise CheckpointError(f"{sidecar}: empty checksum file")
-    return text[0].lower()
+    return _hex_digest(words[0], str(sidecar))
 
 
-def load_checkpoint(path: str | Path, expected_sha256: str | None = None,
-                    require_checksum: bool = False) -> Checkpoint:
-    """Read and verify a checkpoint; every problem raises CheckpointError naming the file.
+def _check_digest(name: str, digest: str, expected: str | None) -> None:
+    if expected is not None and expected != digest:
+        raise CheckpointError(f"{name}: checksum mismatch (expected {expected}, file has {digest}); "
+                              "corrupted or partly written")
 
-    The checksum is `expected_sha256`, else the `.sha256` file beside it; with neither, the file is loaded
-    unverified unless `require_checksum` (a run folder's own checkpoints, whose sidecar is written right after
-    the file: a missing one means the write was cut short).
+
+def load_checkpoint(path: str | Path, expected_sha256: str | None = None, require_checksum: bool = False,
+                    max_bytes: int = MAX_CHECKPOINT_BYTES) -> Checkpoint:
+    """Read, verify and validate a checkpoint file (module docstring); every problem raises CheckpointError.
+
+    The checksum is `expected_sha256`, else the `.sha256` file beside it; with neither, only the embedded body
+    digest is checked, unless `require_checksum` (a run folder's own checkpoints, whose sidecar is written right
+    after the file: a missing one means the write was cut short).
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint file is missing")
-    data = path.read_bytes()
-    if not data:
-        raise CheckpointError(f"{path}: checkpoint file is empty")
-    digest = hashlib.sha256(data).hexdigest()
+    data, digest = _read_regular(path, max_bytes, "checkpoint file", check_start=_check_header)
     expected = _expected_digest(path, expected_sha256)
     if expected is None and require_checksum:
-        raise CheckpointError(f"{path}: no checksum file {sidecar_path(path).name} beside it; "
+        raise CheckpointError(f"{path}: no checksum file {sidecar_path(os.path.realpath(path)).name} beside it; "
                               "the write was cut short")
-    if expected is not None and expected != digest:
-        raise CheckpointError(f"{path}: checksum mismatch (expected {expected}, file has {digest}); "
-                              "corrupted or partly written")
-    payload = _unpickle(path, data)
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a tdmpc_ros checkpoint (no format tag {FORMAT!r})")
-    if payload.get("version") != VERSION:
-        raise CheckpointError(f"{path}: checkpoint format version {payload.get('version')!r} is not supported "
+    _check_digest(str(path), digest, expected)
+    return _decode(data, str(path), digest)
+
+
+def checkpoint_from_bytes(data: bytes | bytearray | memoryview, name: str, expected_sha256: str | None = None,
+                          max_bytes: int = MAX_CHECKPOINT_BYTES) -> Checkpoint:
+    """The same checks as load_checkpoint on a checkpoint's bytes (e.g. received in a message); `name` goes in
+    error messages and Checkpoint.path."""
+    if len(data) > max_bytes:
+        raise CheckpointError(f"{name}: checkpoint is {len(data)} bytes, over the limit of {max_bytes} bytes")
+    expected = _hex_digest(expected_sha256, f"{name}: expected sha256") if expected_sha256 else None
+    digest = hashlib.sha256(data).hexdigest()
+    _check_digest(name, digest, expected)
+    return _decode(data, name, digest)
+
+
+class _ReadView(io.RawIOBase):
+    """A read-only, seekable file over a memoryview: torch.load and zipfile read it without copying the buffer."""
+
+    def __init__(self, view: memoryview):
+        super().__init__()
+        self._view, self._pos = view, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer) -> int:
+        n = max(0, min(len(buffer), len(self._view) - self._pos))
+        buffer[:n] = self._view[self._pos:self._pos + n]
+        self._pos += n
+        return n
+
+
+def _check_header(head: bytes | memoryview, size: int, name: str) -> bytes:
+    """Check the header (the file's first HEADER.size bytes) against the file's `size`; the body's sha256."""
+    if not size:
+        raise CheckpointError(f"{name}: checkpoint file is empty")
+    if bytes(head[:len(MAGIC)]) != MAGIC:
+        if bytes(head[:4]) == b"PK\x03\x04":
+            raise CheckpointError(f"{name}: a bare torch file, not a version-{VERSION} checkpoint (a version-1 "
+                                  f"checkpoint has no embedded digest; convert it with `{UPGRADE_COMMAND} {name}`)")
+        raise CheckpointError(f"{name}: not a tdmpc_ros checkpoint (no {FORMAT!r} header)")
+    if len(head) < HEADER.size:
+        raise CheckpointError(f"{name}: truncated checkpoint: shorter than its {HEADER.size}-byte header")
+    _, version, body_len, body_sha = HEADER.unpack_from(head)
+    if version != VERSION:
+        raise CheckpointError(f"{name}: checkpoint format version {version} is not supported "
                               f"(this code reads version {VERSION})")
-    missing = [k for k in ("config", "agent", "meta") if k not in payload]
-    if missing:
-        raise CheckpointError(f"{path}: checkpoint lacks {missing}")
+    if body_len != size - HEADER.size:
+        raise CheckpointError(f"{name}: {'truncated' if size - HEADER.size < body_len else 'trailing bytes in'} "
+                              f"checkpoint: header says {body_len} body bytes, file holds {size - HEADER.size}")
+    return body_sha
+
+
+def _decode(data: bytes | bytearray | memoryview, name: str, digest: str) -> Checkpoint:
+    """Steps 3-5 of the module docstring on a whole file's bytes whose sha256 is `digest`."""
+    with memoryview(data) as view:
+        body_sha = _check_header(view[:HEADER.size], len(view), name)
+        body = view[HEADER.size:]
+        if hashlib.sha256(body).digest() != body_sha:
+            raise CheckpointError(f"{name}: body checksum mismatch: the embedded sha256 does not match the body; "
+                                  "corrupted")
+        _check_zip_entries(body, name)
+        payload = _unpickle(body, name)
+    config, agent_state, meta = _check_payload(payload, name)
+    return Checkpoint(config=config, agent_state=agent_state, meta=meta, sha256=digest, path=name)
+
+
+def _check_zip_entries(body: memoryview, name: str) -> None:
+    """Only stored (uncompressed) entries: torch allocates a compressed entry's declared size before checking it,
+    so a small file could demand any amount of memory."""
     try:
-        config = config_from_dict(payload["config"])
-    except (ConfigError, TypeError, AttributeError) as exc:
-        raise CheckpointError(f"{path}: config mismatch: the stored config does not fit this code's schema: {exc}")
-    return Checkpoint(config=config, agent_state=payload["agent"], meta=dict(payload["meta"]), sha256=digest,
-                      path=str(path))
+        with zipfile.ZipFile(_ReadView(body)) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, ValueError, EOFError, OSError) as exc:
+        raise CheckpointError(f"{name}: unreadable checkpoint body: not a torch archive ({exc})") from None
+    for entry in entries:
+        if entry.compress_type != zipfile.ZIP_STORED or entry.file_size != entry.compress_size:
+            raise CheckpointError(f"{name}: checkpoint body entry {entry.filename!r} is compressed "
+                                  f"({entry.compress_size} -> {entry.file_size} bytes); torch writes stored entries")
 
 
-def _unpickle(path: Path, data: bytes) -> Any:
+def _unpickle(body: memoryview, name: str) -> Any:
     try:
         with warnings.catch_warnings():  # torch warns about odd pickle protocols before refusing them
             warnings.simplefilter("ignore", UserWarning)
-            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+            return torch.load(_ReadView(body), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise CheckpointError(f"{path}: not a loadable checkpoint: unsafe or foreign pickle payload refused: "
+        raise CheckpointError(f"{name}: not a loadable checkpoint: unsafe or foreign pickle payload refused: "
                               f"{str(exc).splitlines()[0]}") from None
     except Exception as exc:  # torch.load fails on garbage with many exception types
-        raise CheckpointError(f"{path}: truncated or unreadable checkpoint: {type(exc).__name__}: {exc}") from None
+        raise CheckpointError(f"{name}: unreadable checkpoint body: {type(exc).__name__}: {exc}") from None
+
+
+def _check_payload(payload: Any, name: str) -> tuple[Config, dict, dict]:
+    """Config, agent state and meta of an unpickled body, each checked; nothing is built from them yet."""
+    if not isinstance(payload, dict) or set(payload) != {"agent", "config", "meta"}:
+        keys = sorted(map(str, payload)) if isinstance(payload, dict) else type(payload).__name__
+        raise CheckpointError(f"{name}: checkpoint body must be a dict of config, agent and meta; got {keys}")
+    raw, agent_state, meta = payload["config"], payload["agent"], payload["meta"]
+    if not isinstance(raw, dict) or not all(isinstance(v, dict) for v in raw.values()):
+        raise CheckpointError(f"{name}: stored config invalid: not a {{section: {{field: value}}}} dict")
+    try:
+        config = config_from_dict(raw)
+    except (TypeError, ValueError, AttributeError) as exc:  # ConfigError is a ValueError; it names the field
+        raise CheckpointError(f"{name}: stored config invalid: {exc}") from None
+    check_model_sizes(config.model, name)
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{name}: checkpoint meta is {type(meta).__name__}, not a dict")
+    _check_agent_state(agent_state, name)
+    return config, agent_state, meta
+
+
+def check_model_sizes(model: ModelConfig, name: str) -> None:
+    """Sizes must be the preset's: a checkpoint cannot make anything build an arbitrarily large network."""
+    for key, value in MODEL_PRESETS[model.preset].items():
+        if getattr(model, key) != value:
+            raise CheckpointError(f"{name}: stored config invalid: model.{key}: {getattr(model, key)} does not "
+                                  f"match preset {model.preset!r} ({value}); checkpoints hold preset sizes")
+
+
+def _check_agent_state(state: Any, name: str) -> None:
+    if not isinstance(state, dict) or any(k not in state for k in AGENT_KEYS):
+        keys = sorted(map(str, state)) if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"{name}: agent state must hold {list(AGENT_KEYS)}; got {keys}")
+    if not all(isinstance(state[k], dict) for k in ("model", "optim", "pi_optim")):
+        raise CheckpointError(f"{name}: agent state's model, optim and pi_optim must be dicts")
+    if not isinstance(state["scale"], torch.Tensor) or not isinstance(state["updates"], int) or state["updates"] < 0:
+        raise CheckpointError(f"{name}: agent state's scale must be a tensor and updates a count")
+    bad = _first_bad_value(state)
+    if bad:
+        raise CheckpointError(f"{name}: agent state refused: agent.{bad}")
+
+
+def _first_bad_value(tree: dict) -> str | None:
+    """'dotted.name: problem' for the first float tensor or float holding NaN/inf, or a tensor that is not
+    dense; iterative, so deep nesting cannot overflow the stack."""
+    stack: list[tuple[str, Any]] = [("", tree)]
+    while stack:
+        prefix, node = stack.pop()
+        if isinstance(node, dict):
+            stack.extend((f"{prefix}{k}.", v) for k, v in reversed(list(node.items())))
+        elif isinstance(node, (list, tuple)):
+            stack.extend((f"{prefix}{i}.", v) for i, v in reversed(list(enumerate(node))))
+        elif isinstance(node, torch.Tensor):
+            if node.layout != torch.strided:
+                return f"{prefix[:-1]}: a {node.layout} tensor, not a dense one"
+            if (node.is_floating_point() or node.is_complex()) and not bool(torch.isfinite(node).all()):
+                return f"{prefix[:-1]}: {int((~torch.isfinite(node)).sum())} NaN/inf values (non-finite weights)"
+        elif isinstance(node, float) and not math.isfinite(node):
+            return f"{prefix[:-1]}: {node} is not finite"
+    return None
 
 
 def check_model_config(ckpt: Checkpoint, model: ModelConfig) -> None:
@@ -159,8 +418,26 @@ def check_model_config(ckpt: Checkpoint, model: ModelConfig) -> None:
         raise CheckpointError(f"{ckpt.path}: config mismatch: {details}")
 
 
+def _check_weight_shapes(ckpt: Checkpoint) -> None:
+    """Every stored weight has the shape the config gives it, compared on a meta-device model (no memory)."""
+    with torch.device("meta"):
+        expected = WorldModel(ckpt.config.model).state_dict()
+    stored = ckpt.agent_state["model"]
+    problems = sorted(f"{k}: only in {'config' if k in expected else 'checkpoint'}"
+                      for k in set(expected) ^ set(stored))
+    problems += [f"{k}: stored {tuple(getattr(stored[k], 'shape', ()))} vs config {tuple(v.shape)}"
+                 for k, v in expected.items()
+                 if k in stored and (not isinstance(stored[k], torch.Tensor) or stored[k].shape != v.shape)]
+    if problems:
+        raise CheckpointError(f"{ckpt.path}: config mismatch: weights do not fit the stored config: "
+                              f"{'; '.join(problems[:3])}{' …' if len(problems) > 3 else ''}")
+
+
 def agent_from_checkpoint(ckpt: Checkpoint, device: str | torch.device = "cpu") -> Agent:
-    """An Agent built from the checkpoint's own config with its full state loaded."""
+    """An Agent built from the checkpoint's own config with its full state loaded; sizes and weight shapes are
+    checked before anything is built."""
+    check_model_sizes(ckpt.config.model, ckpt.path)
+    _check_weight_shapes(ckpt)
     agent = Agent(ckpt.config, device=device)
     try:
         agent.load_state_dict(ckpt.agent_state)
@@ -168,3 +445,37 @@ def agent_from_checkpoint(ckpt: Checkpoint, device: str | torch.device = "cpu") 
         raise CheckpointError(f"{ckpt.path}: config mismatch: weights do not fit the stored config: "
                               f"{str(exc).splitlines()[0]}") from None
     return agent
+
+
+def upgrade(path: str | Path, out: str | Path | None = None) -> str:
+    """Rewrite a version-1 checkpoint (a bare torch zip) as version 2 at `out` (default: in place), weights and
+    config unchanged and the result validated before it is written; returns the new file's sha256."""
+    path = Path(path)
+    data, digest = _read_regular(path, MAX_CHECKPOINT_BYTES, "checkpoint file")
+    _check_digest(str(path), digest, _expected_digest(path, None))
+    with memoryview(data) as view:
+        old = _unpickle(view, str(path))
+    if not isinstance(old, dict) or old.get("format") != FORMAT or old.get("version") != 1:
+        raise CheckpointError(f"{path}: not a version-1 tdmpc_ros checkpoint")
+    body = _serialize({k: old.get(k) for k in ("config", "agent", "meta")})
+    _decode(pack(body), str(path), "")
+    return _write(Path(out or path), body)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tdmpc_ros.learning.checkpoint")
+    commands = parser.add_subparsers(dest="command", required=True)
+    up = commands.add_parser("upgrade", help="convert a version-1 checkpoint to the current format")
+    up.add_argument("file")
+    up.add_argument("out", nargs="?", help="output file (default: FILE, rewritten in place with its .sha256)")
+    args = parser.parse_args(argv)
+    try:
+        print(upgrade(args.file, args.out))
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
