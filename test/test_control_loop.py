@@ -101,25 +101,45 @@ def test_bad_state_holds_reports_once_and_recovers(bad, reason):
     assert loop.episode_id == episode + 1  # the interrupted episode is closed, not stitched
 
 
+class BlockedPlanner(ScriptedPlanner):
+    """A plan that finishes only when the test releases it: deadlines are then decided by event order."""
+
+    def __init__(self, actions):
+        super().__init__(actions)
+        self.release = threading.Event()
+        self.finished = threading.Event()
+
+    def plan(self, obs, eval_mode=False):
+        self.release.wait()
+        self.finished.set()
+        return self._next()
+
+
 def test_deadline_fallback_uses_policy_prior_and_counts_misses():
-    loop = make_loop(ScriptedPlanner([], delay_s=0.2), plan_budget=0.1)  # budget 5 ms at 20 Hz
-    start = time.perf_counter()
+    planner = BlockedPlanner([np.full(7, 1.0)])
+    loop = make_loop(planner, plan_budget=0.1)
     result = loop.tick(sample(HOME), time.monotonic())
-    assert time.perf_counter() - start < 0.1  # the tick did not wait for the slow plan
+    assert not planner.finished.is_set()  # the tick returned while the plan was still running
     assert result.mode == POLICY_FALLBACK and loop.deadline_misses == 1
     np.testing.assert_allclose(result.target - np.clip(HOME, KIN.safe_lower, KIN.safe_upper), 0.5 * SCALE)
     assert loop.tick(sample(HOME), time.monotonic()).mode == POLICY_FALLBACK  # planner still busy
+    assert loop.deadline_misses == 2
+    planner.release.set()
     loop.close()
 
 
 def test_an_absolute_deadline_bounds_the_wait_for_the_plan():
-    loop = make_loop(ScriptedPlanner([np.full(7, 1.0)], delay_s=0.05))
+    planner = BlockedPlanner([np.full(7, 1.0), np.full(7, -1.0)])
+    loop = make_loop(planner)
     start = time.monotonic()
-    result = loop.tick(sample(HOME), start, deadline=start + 0.01)  # due long before the plan's 50 ms
-    assert time.monotonic() - start < 0.04
-    assert result.mode == POLICY_FALLBACK and loop.deadline_misses == 1
-    time.sleep(0.06)  # the late plan is discarded; a deadline that leaves room gets the next one
-    assert loop.tick(sample(result.target), time.monotonic(), deadline=time.monotonic() + 1.0).mode == PLANNING
+    result = loop.tick(sample(HOME), start, deadline=start)  # due at once: the plan cannot be ready
+    assert result.mode == POLICY_FALLBACK and loop.deadline_misses == 1 and not planner.finished.is_set()
+    planner.release.set()
+    assert planner.finished.wait(10.0)
+    # The late plan is discarded; a deadline that leaves room gets the next one.
+    nxt = loop.tick(sample(result.target), time.monotonic(), deadline=time.monotonic() + 10.0)
+    assert nxt.mode == PLANNING and loop.deadline_misses == 1
+    np.testing.assert_allclose(nxt.target - result.target, -SCALE)  # the second plan's action, not the first's
     loop.close()
 
 

@@ -8,9 +8,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 
-import numpy as np
 import pytest
 import yaml
 
@@ -61,7 +59,7 @@ def test_launch_arm_runs_the_learning_loop(tmp_path, rclpy_context, lockstep):
     node = rclpy.create_node("e2e_probe", context=rclpy_context)
     commands, transitions, updates, status = [], [], [], []
     node.create_subscription(Float64MultiArray, topics.COMMAND_TOPICS["float64_multi_array"],
-                             lambda m: commands.append(time.monotonic()), qos.STATE)
+                             commands.append, qos.STATE)
     node.create_subscription(Transition, topics.TRANSITIONS, transitions.append, qos.TRANSITIONS)
     node.create_subscription(ModelUpdate, topics.MODEL_UPDATES, updates.append, qos.LATCHED)
     node.create_subscription(PlannerStatus, topics.PLANNER_STATUS, status.append, 10)
@@ -72,13 +70,8 @@ def test_launch_arm_runs_the_learning_loop(tmp_path, rclpy_context, lockstep):
         first_version = status[-1].model_version
         commands.clear()
         sent_before = len(transitions)
-        spin_until(node, lambda: False, 15.0)
-        periods = np.diff(commands)
-        if lockstep:  # as fast as planning allows, one transition per command
-            assert len(commands) > 100 and len(transitions) - sent_before > 100
-        else:
-            assert abs(np.median(periods) - 0.05) < 0.005 and len(commands) > 0.8 * 15 / 0.05
-            assert len(transitions) - sent_before > 0.8 * 15 / 0.05  # one transition per control step
+        # Control goes on, one transition per control step (the rate itself is `bench control`'s to measure).
+        assert spin_until(node, lambda: len(commands) >= 100 and len(transitions) - sent_before >= 100, 120)
         assert spin_until(node, lambda: status[-1].model_version > first_version, 60)  # later models swap in
     finally:
         launch.send_signal(signal.SIGINT)
