@@ -190,9 +190,13 @@ def test_config_mismatches(tmp_path, trained_agent):
     check_model_config(ckpt, trained_agent.cfg.model)
     with pytest.raises(CheckpointError, match=r"config mismatch.*model\.preset: checkpoint 'small' vs expected '5m'"):
         check_model_config(ckpt, ModelConfig(preset="5m", obs_dim=23, action_dim=7))
-    ckpt.config.model.mlp_dim = 64  # sizes off their preset: refused before anything is built
-    with pytest.raises(CheckpointError, match=r"model\.mlp_dim: 64 does not match preset 'small' \(128\)"):
+    ckpt.config.model.mlp_dim = 64  # explicit sizes are allowed, but these weights are not that network
+    with pytest.raises(CheckpointError, match=r"weights do not fit the stored config: .*\(128, .*\) vs config \(64, "):
         agent_from_checkpoint(ckpt)
+    ckpt.config.model.mlp_dim = 8192  # larger than any preset: refused before anything is built
+    with pytest.raises(CheckpointError, match=r"model\.mlp_dim: 8192 is above the largest preset's 4096"):
+        agent_from_checkpoint(ckpt)
+    ckpt.config.model.mlp_dim = 128
     ckpt.config.model = ModelConfig(preset="medium", obs_dim=23, action_dim=7)  # weights no longer fit the config
     with pytest.raises(CheckpointError, match=r"config mismatch: weights do not fit the stored config: "
                                               r"_encoder\.0\.weight: stored \(128, 23\) vs config \(256, 23\)"):
@@ -276,7 +280,7 @@ def test_bad_sidecars_are_refused(tmp_path, trained_agent):
     ({"agent.discount_max": float("inf")}, r"agent\.discount_max: inf is not finite"),
     ({"task.action_scale": -0.05}, r"task\.action_scale: -0\.05 is out of range"),
     ({"model.preset": "huge"}, r"model\.preset: unknown value 'huge'"),
-    ({"model.latent_dim": 4096}, r"model\.latent_dim: 4096 does not match preset 'small' \(64\)"),
+    ({"model.latent_dim": 4096}, r"model\.latent_dim: 4096 is above the largest preset's 1376"),
 ])
 def test_bad_config_values_inside_a_checkpoint_are_refused(tmp_path, trained_agent, change, message):
     path = write_payload(tmp_path / "cfg.pt", payload_of(trained_agent, **change))

@@ -12,7 +12,6 @@ import dataclasses
 import json
 import time
 
-from tdmpc_ros.errors import InputError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,15 +27,12 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from tdmpc_ros.config import load_config
-    from tdmpc_ros.learning.checkpoint import CheckpointError, agent_from_checkpoint, load_checkpoint
+    from tdmpc_ros.learning.checkpoint import agent_from_checkpoint, load_checkpoint
     from tdmpc_ros.planner import DrawSource, PlanSpec, plan_step
     from tdmpc_ros.planner.onnx_backend import INPUT_NAMES, export_plan, load_plan_session
 
-    try:
-        ckpt = load_checkpoint(args.checkpoint)
-        model = agent_from_checkpoint(ckpt).model.eval().requires_grad_(False)
-    except CheckpointError as exc:
-        raise InputError(f"{exc}") from None
+    ckpt = load_checkpoint(args.checkpoint)  # a bad file is a CheckpointError: one line from the CLI
+    model = agent_from_checkpoint(ckpt).model.eval().requires_grad_(False)
     planner_cfg = load_config(args.config).planner if args.config else ckpt.config.planner
     spec = PlanSpec.from_config(planner_cfg, ckpt.config.discount, model.cfg.action_dim, model.cfg.num_q)
     start = time.perf_counter()

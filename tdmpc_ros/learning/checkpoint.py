@@ -22,7 +22,7 @@ each failure is one CheckpointError naming the file and the reason:
 3. magic, version, body length and body sha256, then the body's zip directory (stored entries only: torch
    would inflate a compressed one to its declared size before checking it), all before unpickling;
 4. torch.load(weights_only=True): a file cannot run code;
-5. the config through config_from_dict (every field's type and range), model sizes equal to their preset's
+5. the config through config_from_dict (every field's type and range), model sizes at most the largest preset's
    (checked again in agent_from_checkpoint, which also compares every weight's shape with a model built on the
    meta device before building the real one), the agent state's structure, and every float in it finite.
 
@@ -53,6 +53,7 @@ import torch
 
 from tdmpc_ros.config import (MODEL_PRESETS, Config, ControllerConfig, ModelConfig, config_from_dict,
                               config_to_dict)
+from tdmpc_ros.errors import InputError
 from tdmpc_ros.learning.agent import Agent
 from tdmpc_ros.model.world_model import WorldModel
 
@@ -67,7 +68,7 @@ AGENT_KEYS = ("model", "optim", "pi_optim", "scale", "updates")
 _CHUNK = 1 << 20
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(InputError, RuntimeError):
     """A checkpoint file that cannot be used; the message names the file and the problem."""
 
 
@@ -369,11 +370,13 @@ def _check_payload(payload: Any, name: str) -> tuple[Config, dict, dict]:
 
 
 def check_model_sizes(model: ModelConfig, name: str) -> None:
-    """Sizes must be the preset's: a checkpoint cannot make anything build an arbitrarily large network."""
-    for key, value in MODEL_PRESETS[model.preset].items():
-        if getattr(model, key) != value:
-            raise CheckpointError(f"{name}: stored config invalid: model.{key}: {getattr(model, key)} does not "
-                                  f"match preset {model.preset!r} ({value}); checkpoints hold preset sizes")
+    """Sizes at most the largest preset's (explicit sizes are allowed, as in the config): a checkpoint cannot
+    make anything build an arbitrarily large network."""
+    for key in MODEL_PRESETS[model.preset]:
+        largest = max(sizes[key] for sizes in MODEL_PRESETS.values())
+        if getattr(model, key) > largest:
+            raise CheckpointError(f"{name}: stored config invalid: model.{key}: {getattr(model, key)} is above "
+                                  f"the largest preset's {largest}")
 
 
 def _check_agent_state(state: Any, name: str) -> None:

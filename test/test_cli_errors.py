@@ -1,0 +1,45 @@
+"""Expected errors in the CLI: one line naming the thing, exit 2 (argparse's code), no traceback; --debug shows it."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from ros_helpers import REPO
+
+pytestmark = pytest.mark.unit
+
+
+def tdmpc_ros(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tdmpc_ros.cli.main", *args], capture_output=True, text=True,
+                          cwd=REPO, timeout=300)
+
+
+@pytest.fixture
+def bad_config(tmp_path):
+    path = tmp_path / "arm.yaml"
+    path.write_text("/**:\n  ros__parameters:\n    task: {action_scale: .nan}\n")
+    return path
+
+
+@pytest.mark.parametrize("command", [
+    lambda cfg, tmp: ["eval", "--config", str(cfg), "--checkpoint", "models/reach_small.pt", "--episodes", "1"],
+    lambda cfg, tmp: ["train", "--config", str(cfg), "--demos", str(tmp), "--updates", "1", "--out", str(tmp / "m.pt")],
+    lambda cfg, tmp: ["eval", "--checkpoint", str(tmp / "missing.pt"), "--episodes", "1"],
+    lambda cfg, tmp: ["train", "--demos", str(tmp), "--updates", "0", "--out", str(tmp / "m.pt")],
+], ids=["bad config value (eval)", "bad config value (train)", "missing checkpoint", "argument out of range"])
+def test_expected_errors_are_one_line_and_exit_2(command, bad_config, tmp_path):
+    result = tdmpc_ros(*command(bad_config, tmp_path))
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and len(errors) == 1, result.stderr
+    assert errors[0].startswith("tdmpc-ros ") and ": error: " in errors[0]
+    named = {"eval": "task.action_scale", "train": "task.action_scale"}
+    if str(bad_config) in command(bad_config, tmp_path):
+        assert named[command(bad_config, tmp_path)[0]] in errors[0] and str(bad_config) in errors[0]
+
+
+def test_debug_shows_the_traceback(bad_config):
+    result = tdmpc_ros("--debug", "eval", "--config", str(bad_config), "--checkpoint", "models/reach_small.pt")
+    assert result.returncode != 0 and "Traceback" in result.stderr and "task.action_scale" in result.stderr
