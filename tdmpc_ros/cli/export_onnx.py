@@ -13,7 +13,6 @@ import json
 import time
 
 
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="checkpoint file written by the learner or `tdmpc-ros train`")
     parser.add_argument("out", help="ONNX file to write")
