@@ -15,9 +15,11 @@ from tdmpc_ros.sim.arm import Arm
 from tdmpc_ros.sim.reach_env import ReachEnv
 from tdmpc_ros.task import ReachTask
 
+pytestmark = pytest.mark.ros
+
 BASE = {"sim.home_noise": 0.0}
 # no episode end (success or step limit) resets the arm while a test streams commands
-NO_EPISODE_END = {"task.max_episode_steps": 100000, "task.success_radius": 0.0}
+NO_EPISODE_END = {"task.max_episode_steps": 100000, "task.success_radius": 1e-6}
 CFG = load_config(CONFIG, {"sim": {"home_noise": 0.0}})
 NAMES = list(CFG.task.joint_names)
 HOME = np.array(CFG.sim.home)
@@ -106,6 +108,7 @@ def arm_node(rclpy_context, tmp_path):
         log = tmp_path / "arm_node.log"
         started.append(start_node("arm_node", {**BASE, **params}, log))
         probe = Probe(rclpy_context)
+        probe.arm_pid = started[-1].pid
         started.append(probe)
         probe.wait_ready()
         return probe, log

@@ -2,9 +2,18 @@
 from __future__ import annotations
 
 import math
+import reprlib
 from dataclasses import dataclass
 
 import numpy as np
+
+
+def shown(value, max_chars: int = 60) -> str:
+    """repr of received input for a log line, cut short (at most 10 list entries, strings `max_chars` long):
+    a hostile message must not turn into a megabyte of log. Reads only the part it shows."""
+    short = reprlib.Repr()
+    short.maxlist, short.maxstring = 10, max_chars
+    return short.repr(value)
 
 
 @dataclass
@@ -29,10 +38,10 @@ def read_joints(sample: JointSample | None, joint_names: list[str], now: float,
     if age > timeout:
         return f"joint state stale: {age:.3f} s old (state_timeout {timeout:.3f} s)"
     if len(sample.names) != len(set(sample.names)):
-        return f"joint state has duplicate joint names: {sample.names}"
+        return f"joint state has duplicate joint names: {shown(sample.names)}"
     missing = [n for n in joint_names if n not in sample.names]
     if missing:
-        return f"joint state lacks joints: {missing} (got {sample.names})"
+        return f"joint state lacks joints: {missing} (got {shown(sample.names)})"
     if len(sample.position) != len(sample.names):
         return f"joint state size mismatch: {len(sample.position)} positions for {len(sample.names)} names"
     if sample.velocity and len(sample.velocity) != len(sample.names):

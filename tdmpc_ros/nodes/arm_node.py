@@ -4,7 +4,8 @@ Publishes   joint_states (JointState; sim.joint_state_rate_hz in real time, once
             goal (PointStamped, latched: one per episode, in the URDF base frame)
 Subscribes  joint position targets, like ros2_control / Isaac Sim: <sim.controller_name>/commands
             (Float64MultiArray), joint_trajectory_controller/joint_trajectory (JointTrajectory, first point),
-            joint_command (JointState). Bad commands are dropped (logged, counted) and the last target held.
+            joint_command (JointState). Bad commands (any size, NaN/inf, unknown or repeated names) are dropped
+            (logged, throttled per kind; counted) and the last target held. Command stamps are not used.
 Services    reset (Trigger): a new episode now.
 
 Real time: physics runs on a fixed 1/sim.physics_hz grid kept level with the wall clock; it is brought up to
@@ -29,14 +30,14 @@ from trajectory_msgs.msg import JointTrajectory
 
 from tdmpc_ros import topics
 from tdmpc_ros.config import ConfigError
-from tdmpc_ros.nodes import qos, run_node
+from tdmpc_ros.control.state import shown
+from tdmpc_ros.nodes import LOG_THROTTLE_S, Rejections, guarded, qos, run_node
 from tdmpc_ros.nodes.params import declare_config
 from tdmpc_ros.sim.arm import Arm
 from tdmpc_ros.task import EpisodeTracker, ReachTask
 
 LOCKSTEP_HEARTBEAT_S = 1.0  # lockstep: repeat the state while no command came yet, for late-joining controllers
 MAX_BACKLOG_S = 0.1  # real time: physics further behind than this skips ahead instead of catching up
-LOG_THROTTLE_S = 2.0
 COMMAND_GAP_PERIODS = 3  # real time: the episode clock stops when no command came for this many periods
 
 
@@ -57,17 +58,17 @@ class ArmNode(Node):
         self.goal = np.zeros(3)
         self.episodes = self.successes = self.dropped = 0
         self.last_command = -float("inf")
+        self.rejections = Rejections()
 
         self.state_pub = self.create_publisher(JointState, topics.JOINT_STATES, qos.STATE)
         self.goal_pub = self.create_publisher(PointStamped, topics.GOAL, qos.LATCHED)
-        float_topic = f"{sim.controller_name}/commands"
-        self.create_subscription(Float64MultiArray, float_topic,
-                                 lambda msg: self.on_command(float_topic, *self.from_array(msg)), qos.STATE)
+        self.float_topic = float_topic = f"{sim.controller_name}/commands"
+        self.create_subscription(Float64MultiArray, float_topic, guarded(self, self.on_array_command), qos.STATE)
         self.create_subscription(JointTrajectory, topics.COMMAND_TOPICS["joint_trajectory"],
-                                 self.on_trajectory, qos.STATE)
-        self.create_subscription(JointState, topics.COMMAND_TOPICS["joint_state"], self.on_joint_command,
-                                 qos.STATE)
-        self.create_service(Trigger, topics.SIM_RESET, self.on_reset)
+                                 guarded(self, self.on_trajectory), qos.STATE)
+        self.create_subscription(JointState, topics.COMMAND_TOPICS["joint_state"],
+                                 guarded(self, self.on_joint_command), qos.STATE)
+        self.create_service(Trigger, topics.SIM_RESET, guarded(self, self.on_reset, service=True))
 
         if self.lockstep:
             self.create_timer(LOCKSTEP_HEARTBEAT_S, self.on_heartbeat)
@@ -83,29 +84,35 @@ class ArmNode(Node):
             f"{topics.COMMAND_TOPICS['joint_state']}")
 
     # -- commands -----------------------------------------------------------------------------------------
+    # A reason is "kind: detail"; the kind keys the log throttle. Sizes are checked before anything is copied.
     def from_array(self, msg: Float64MultiArray) -> tuple[np.ndarray | None, str]:
         if len(msg.data) != len(self.names):
-            return None, f"{len(msg.data)} values for {len(self.names)} joints"
+            return None, f"wrong size: {len(msg.data)} values for {len(self.names)} joints"
         return np.asarray(msg.data, np.float64), ""
 
     def from_named(self, names, positions) -> tuple[np.ndarray | None, str]:
         """Positions in our joint order from a named command; every controlled joint exactly once."""
+        if len(names) != len(self.names):
+            return None, f"wrong size: {len(names)} joint names for {len(self.names)} joints"
+        if len(positions) != len(names):
+            return None, f"wrong size: {len(names)} joint names but {len(positions)} positions"
         names = list(names)
-        if len(names) != len(positions):
-            return None, f"{len(names)} joint names but {len(positions)} positions"
         unknown = [name for name in names if name not in self.index]
         if unknown:
-            return None, f"unknown joint names {unknown} (controlled: {self.names})"
-        if sorted(names) != sorted(self.names):
-            return None, f"joint names {names} do not name each of {self.names} once"
+            return None, f"unknown joint names: {shown(unknown)} (controlled: {self.names})"
+        if len(set(names)) != len(names):
+            return None, f"repeated joint names: {shown(names)} do not name each of {self.names} once"
         q = np.empty(len(self.names))
         q[[self.index[name] for name in names]] = positions
         return q, ""
 
+    def on_array_command(self, msg: Float64MultiArray) -> None:
+        self.on_command(self.float_topic, *self.from_array(msg))
+
     def on_trajectory(self, msg: JointTrajectory) -> None:
         topic = topics.COMMAND_TOPICS["joint_trajectory"]
         if not msg.points:
-            self.on_command(topic, None, "trajectory without points")
+            self.on_command(topic, None, "no points: a trajectory without points")
         else:
             self.on_command(topic, *self.from_named(msg.joint_names, msg.points[0].positions))
 
@@ -114,11 +121,12 @@ class ArmNode(Node):
 
     def on_command(self, topic: str, q: np.ndarray | None, reason: str) -> None:
         if q is not None and not np.all(np.isfinite(q)):
-            q, reason = None, "non-finite value"
+            q, reason = None, f"non-finite value: joints {np.flatnonzero(~np.isfinite(q)).tolist()}"
         if q is None:
             self.dropped += 1
-            self.get_logger().warning(f"{topic}: dropped command ({reason}); holding the last target "
-                                      f"({self.dropped} dropped so far)", throttle_duration_sec=LOG_THROTTLE_S)
+            if (suffix := self.rejections.add(topic, reason)) is not None:
+                self.get_logger().warning(f"{topic}: dropped command ({reason}); holding the last target "
+                                          f"({self.dropped} dropped so far){suffix}")
         else:
             if not self.lockstep:
                 self.advance_to_now()  # the command acts from the physics step at which it arrived
