@@ -23,6 +23,8 @@ from tdmpc_ros.learning.checkpoint import save_checkpoint
 from tdmpc_ros.msg import LearnerProgress, ModelUpdate, PlannerStatus, Transition
 from tdmpc_ros.nodes import qos
 
+pytestmark = pytest.mark.ros
+
 CFG = Config()
 KIN = ArmKinematics(CFG.task)
 HOME = np.array(CFG.sim.home)
@@ -56,6 +58,7 @@ class FakeArm:
         goal = PointStamped()
         goal.point.x, goal.point.y, goal.point.z = 0.5, 0.1, 0.5
         goal.header.stamp = self.node.get_clock().now().to_msg()
+        goal.header.frame_id = KIN.base_link  # the controller takes goals in the arm's base frame only
         self.goal_pub.publish(goal)
 
     def publish_state(self):
@@ -94,6 +97,7 @@ def controller(tmp_path, ros_domain, rclpy_context):
         procs.append((start_node("controller_node", {"controller.model_path": str(tmp_path / "v1.pt"),
                                                      **FAST_PLANNER, **params}, log), log))
         arm = FakeArm(rclpy_context)
+        arm.controller_pid = procs[-1][0].pid
         assert spin_until(arm.node, lambda: (s := arm.last_status()) is not None and s.model_version == 1
                           and s.mode != "hold", 90), f"controller never planned:\n{log.read_text()[-3000:]}"
         return arm, log
@@ -169,12 +173,12 @@ def test_lockstep_waits_while_the_learner_is_behind(controller):
     arm.spin_for(0.5)
     assert len(arm.commands) > 10  # this fake arm publishes a state every 10 ms: lockstep ticks on each
 
-    progress_pub.publish(LearnerProgress(updates=1000, backlog_steps=51))
+    progress_pub.publish(LearnerProgress(updates=1000, env_steps=200, backlog_steps=51))
     arm.spin_for(0.3)
     count = len(arm.commands)
     arm.spin_for(1.0)
     assert len(arm.commands) == count  # the world waits for the learner
 
-    progress_pub.publish(LearnerProgress(updates=1100, backlog_steps=50))
+    progress_pub.publish(LearnerProgress(updates=1100, env_steps=200, backlog_steps=50))
     arm.spin_for(1.0)
     assert len(arm.commands) > count + 10

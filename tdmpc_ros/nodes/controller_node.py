@@ -13,10 +13,17 @@ a tick, the arm steps once per command, and the controller sends nothing while i
 the next episode's goal (a slow timer re-ticks then), and while the learner's backlog exceeds
 `controller.lockstep_max_backlog` env steps, so learning keeps pace with the world. Checkpoints load on a
 thread of their own and are swapped in between ticks.
+
+Every input is checked before it is used (sizes before anything is copied; goals finite, inside the task's
+goal box and in the base frame; model updates newer, plausible, with a sha256 and an absolute path): a bad
+message changes nothing and is logged, throttled per kind of problem, and counted in /diagnostics.
 """
 from __future__ import annotations
 
 import gc
+import math
+import os
+import re
 import time
 
 from builtin_interfaces.msg import Duration
@@ -32,16 +39,50 @@ from tdmpc_ros import topics
 from tdmpc_ros.control.loop import PLANNING, ControlLoop, TickResult
 from tdmpc_ros.control.models import ModelLoader
 from tdmpc_ros.control.priority import realtime_priority
-from tdmpc_ros.control.state import JointSample
+from tdmpc_ros.control.state import JointSample, shown
 from tdmpc_ros.kinematics import ArmKinematics
 from tdmpc_ros.msg import LearnerProgress, ModelUpdate, PlannerStatus, Transition
-from tdmpc_ros.nodes import qos, run_node
+from tdmpc_ros.nodes import Rejections, guarded, qos, run_node
 from tdmpc_ros.nodes.params import declare_config
 
 OUTPUT_TYPES = {"float64_multi_array": Float64MultiArray, "joint_trajectory": JointTrajectory,
                 "joint_state": JointState}
 NEW_EPISODE_WAIT_S = 1.0  # an arm with no episode resets of its own gets a new episode after this
 LOCKSTEP_KICK_S = 0.1  # lockstep: re-tick this often when no state arrives (waiting for a model or a goal)
+# Input bounds, checked before a message's arrays are copied. A whole robot's /joint_states (arms, grippers,
+# a mobile base) stays far below these; URDF joint names are short.
+MAX_JOINT_STATE_ENTRIES = 1024
+MAX_JOINT_NAME_CHARS = 256
+# The learner announces one version per learner.publish_every updates: a jump this large past the running
+# model is a corrupt or hostile message, and accepting it would refuse every real update after it.
+MAX_MODEL_VERSION_JUMP = 1_000_000
+MAX_PATH_CHARS = 4096  # Linux PATH_MAX
+SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
+# Lockstep orders joint states against the goal's stamp: a goal stamped further ahead of this node's clock
+# would make every later state look older than it, and the world would wait forever.
+LOCKSTEP_MAX_GOAL_LEAD_S = 5.0
+
+
+def stamp_problem(stamp) -> str | None:
+    """What is malformed about a header stamp (builtin_interfaces/Time), or None. Zero (unset) is fine."""
+    if stamp.nanosec >= 1_000_000_000:
+        return f"malformed stamp: nanosec {stamp.nanosec} is not below 1e9"
+    if stamp.sec < 0:
+        return f"negative stamp: sec {stamp.sec}"
+    return None
+
+
+def joint_state_problem(msg: JointState) -> str | None:
+    """Why a /joint_states message cannot even be read (oversized, malformed stamp), judged before copying
+    its arrays; what it says about the joints is the control loop's to judge."""
+    sizes = {"names": len(msg.name), "positions": len(msg.position), "velocities": len(msg.velocity),
+             "efforts": len(msg.effort)}
+    if max(sizes.values()) > MAX_JOINT_STATE_ENTRIES:
+        return (f"oversized: {', '.join(f'{n} {what}' for what, n in sizes.items())} "
+                f"(at most {MAX_JOINT_STATE_ENTRIES} each)")
+    if any(len(name) > MAX_JOINT_NAME_CHARS for name in msg.name):
+        return f"oversized: a joint name longer than {MAX_JOINT_NAME_CHARS} characters"
+    return stamp_problem(msg.header.stamp)
 
 
 class ControllerNode(Node):
@@ -52,6 +93,9 @@ class ControllerNode(Node):
         if ccfg.output not in OUTPUT_TYPES:
             raise ValueError(f"controller.output {ccfg.output!r} must be one of {sorted(OUTPUT_TYPES)}")
         kinematics = ArmKinematics(self.cfg.task)
+        self.goal_frame = self.cfg.task.base_frame or kinematics.base_link
+        self.goal_low = [float(v) for v in self.cfg.task.goal_low]
+        self.goal_high = [float(v) for v in self.cfg.task.goal_high]
         self.loop = ControlLoop(self.cfg, kinematics.safe_lower, kinematics.safe_upper, kinematics.fk,
                                 seed=self.cfg.agent.seed)
         self.joint_names = list(self.cfg.task.joint_names)
@@ -63,25 +107,30 @@ class ControllerNode(Node):
         self.pending_model = None  # (planner, model, version) from the loader thread, installed between ticks
         self.episode_over_since: float | None = None
         self.learner_backlog = 0
+        self.requested_version = 0  # newest model version handed to the loader (0: none in flight)
+        self.rejections = Rejections()
 
         self.command_pub = self.create_publisher(
             OUTPUT_TYPES[ccfg.output], ccfg.command_topic or topics.COMMAND_TOPICS[ccfg.output], qos.STATE)
         self.transition_pub = self.create_publisher(Transition, topics.TRANSITIONS, qos.TRANSITIONS)
         self.status_pub = self.create_publisher(PlannerStatus, topics.PLANNER_STATUS, 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
-        self.create_subscription(JointState, topics.JOINT_STATES, self.on_joint_state, qos.STATE)
-        self.create_subscription(PointStamped, topics.GOAL, self.on_goal, qos.LATCHED)
-        self.create_subscription(ModelUpdate, topics.MODEL_UPDATES, self.on_model_update, qos.LATCHED)
-        self.create_service(SetBool, topics.CONTROLLER_ENABLE, self.on_enable)
-        self.create_service(Trigger, topics.CONTROLLER_RESET, self.on_reset)
+        self.create_subscription(JointState, topics.JOINT_STATES, guarded(self, self.on_joint_state), qos.STATE)
+        self.create_subscription(PointStamped, topics.GOAL, guarded(self, self.on_goal), qos.LATCHED)
+        self.create_subscription(ModelUpdate, topics.MODEL_UPDATES, guarded(self, self.on_model_update),
+                                 qos.LATCHED)
+        self.create_service(SetBool, topics.CONTROLLER_ENABLE, guarded(self, self.on_enable, service=True))
+        self.create_service(Trigger, topics.CONTROLLER_RESET, guarded(self, self.on_reset, service=True))
 
         self.loader = ModelLoader(self.cfg, lambda: self.loop.model_cfg, self.on_model_ready,
-                                  self.get_logger().error)
+                                  self.on_model_rejected)
         if ccfg.model_path:
+            self.requested_version = 1
             self.loader.request(ccfg.model_path, "", 1)
         self.create_timer(1.0, self.publish_status)
         if self.lockstep:
-            self.create_subscription(LearnerProgress, topics.LEARNER_PROGRESS, self.on_learner_progress, 10)
+            self.create_subscription(LearnerProgress, topics.LEARNER_PROGRESS,
+                                     guarded(self, self.on_learner_progress), 10)
             self.create_timer(LOCKSTEP_KICK_S, self.on_lockstep_kick)
         else:
             self.tick_timer = self.create_timer(1.0 / self.cfg.task.control_rate_hz, self.on_tick)
@@ -98,13 +147,45 @@ class ControllerNode(Node):
             f"model {ccfg.model_path or 'none yet (holding until one arrives)'}")
 
     # -- inputs -------------------------------------------------------------------------------------------
+    def reject(self, topic: str, subject: str, problem: str, consequence: str) -> None:
+        """A message that changes nothing: count it and log it, throttled per kind of problem."""
+        if (suffix := self.rejections.add(topic, problem)) is not None:
+            self.get_logger().warning(f"{topic}: rejected {subject}: {problem}; {consequence}{suffix}")
+
     def on_joint_state(self, msg: JointState) -> None:
+        if problem := joint_state_problem(msg):
+            self.reject(topics.JOINT_STATES, "joint state", problem, "the last one stands (and goes stale)")
+            return
         stamp = msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec
         self.sample = JointSample(list(msg.name), list(msg.position), list(msg.velocity), time.monotonic(), stamp)
         if self.lockstep:
             self.on_lockstep_state()
 
+    def goal_problem(self, msg: PointStamped) -> str | None:
+        """Why a goal must not start an episode, or None: finite, inside the task's goal box (what the model
+        learned to reach), in the base frame, stamped sanely."""
+        if problem := stamp_problem(msg.header.stamp):
+            return problem
+        if msg.header.frame_id != self.goal_frame:
+            return f"wrong frame: {shown(msg.header.frame_id)} is not the base frame {self.goal_frame!r}"
+        xyz = [msg.point.x, msg.point.y, msg.point.z]
+        if not all(math.isfinite(v) for v in xyz):
+            return f"non-finite coordinates: {xyz}"
+        if not all(low <= v <= high for v, low, high in zip(xyz, self.goal_low, self.goal_high)):
+            return (f"outside the goal box: {xyz} not within {self.goal_low} .. {self.goal_high} "
+                    "(task.goal_low/high)")
+        if self.lockstep:
+            stamp = msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec
+            lead = stamp - 1e-9 * self.get_clock().now().nanoseconds
+            if lead > LOCKSTEP_MAX_GOAL_LEAD_S:
+                return (f"stamped in the future: {lead:.1f} s ahead of this node's clock (lockstep orders joint "
+                        f"states by it; at most {LOCKSTEP_MAX_GOAL_LEAD_S:g} s)")
+        return None
+
     def on_goal(self, msg: PointStamped) -> None:
+        if problem := self.goal_problem(msg):
+            self.reject(topics.GOAL, "goal", problem, "the current episode goes on")
+            return
         for line in self.loop.set_goal([msg.point.x, msg.point.y, msg.point.z]):
             self.get_logger().warning(line)
         self.goal_stamp = msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec
@@ -119,6 +200,11 @@ class ControllerNode(Node):
             self.on_tick()
 
     def on_learner_progress(self, msg: LearnerProgress) -> None:
+        # +1: the learner rounds owed updates / utd_ratio (floats) up
+        if msg.backlog_steps > msg.env_steps + 1:
+            self.reject(topics.LEARNER_PROGRESS, "progress", f"inconsistent: {msg.backlog_steps} steps owed of "
+                        f"{msg.env_steps} seen", "pacing by the last good report")
+            return
         was_waiting = self.waiting_for_learner()
         self.learner_backlog = msg.backlog_steps
         if was_waiting and not self.waiting_for_learner():
@@ -137,18 +223,48 @@ class ControllerNode(Node):
         if now - self.last_tick_time > LOCKSTEP_KICK_S:
             self.on_lockstep_state()
 
-    def on_model_update(self, msg: ModelUpdate) -> None:
-        if msg.version <= self.loop.model_version:
-            return
+    def model_update_problem(self, msg: ModelUpdate, running: int, newest: int) -> str | None:
+        """Why an announced checkpoint must not even reach the loader, or None. `newest`: the newest version
+        running or loading. The file itself is the loader's to check (checksum, regular file, size)."""
+        if msg.version < newest:
+            return f"out of order: older than v{newest}"
+        if msg.version > running + MAX_MODEL_VERSION_JUMP:
+            return (f"implausible version: over {MAX_MODEL_VERSION_JUMP} ahead of the running v{running} "
+                    "(would refuse every real update after it)")
         if not msg.sha256:
-            self.get_logger().error(f"rejected model v{msg.version} ({msg.path}): the update carries no sha256")
+            return "no sha256: the update carries no checksum"
+        if not SHA256_HEX.fullmatch(msg.sha256):
+            return f"malformed sha256: {shown(msg.sha256)} is not 64 hex digits"
+        if not msg.path:
+            return "no path: the update names no file"
+        if len(msg.path) > MAX_PATH_CHARS:
+            return f"path too long: {len(msg.path)} characters (PATH_MAX {MAX_PATH_CHARS})"
+        if not os.path.isabs(msg.path):
+            return "relative path: the learner announces absolute paths"
+        return None
+
+    def on_model_update(self, msg: ModelUpdate) -> None:
+        running = self.loop.model_version
+        newest = max(running, self.requested_version)
+        if msg.version == newest:  # a re-announcement (a restarted learner resumes from its newest checkpoint)
+            return
+        if problem := self.model_update_problem(msg, running, newest):
+            self.reject(topics.MODEL_UPDATES, f"model v{msg.version} ({shown(msg.path, 300)})", problem,
+                        f"v{running} keeps running")
             return
         self.get_logger().info(f"model v{msg.version} announced ({msg.path}); loading in the background")
+        self.requested_version = msg.version
         self.loader.request(msg.path, msg.sha256, msg.version)
 
     def on_model_ready(self, planner, model, version: int, path: str) -> None:
         self.pending_model = (planner, model, version)  # one reference store: atomic for the tick thread
         self.get_logger().info(f"model v{version} verified and ready ({path})")
+
+    def on_model_rejected(self, line: str) -> None:
+        """The loader refused a file: newer announcements than the running model are welcome again, so a bad
+        announcement leaves nothing behind. (Loader thread: one int store.)"""
+        self.requested_version = 0
+        self.get_logger().error(line)
 
     def on_enable(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
         self.loop.set_enabled(request.data)
@@ -163,8 +279,9 @@ class ControllerNode(Node):
 
     # -- the tick -----------------------------------------------------------------------------------------
     def on_tick(self) -> None:
-        if self.pending_model is not None and self.loop.install(*self.pending_model):
-            self.pending_model = None
+        pending = self.pending_model
+        if pending is not None and (pending[2] <= self.loop.model_version or self.loop.install(*pending)):
+            self.pending_model = None  # installed, or older than the running model (loads can finish out of order)
         now = self.last_tick_time = time.monotonic()
         state_clock = now
         if self.lockstep and self.sample is not None and self.last_command_time <= self.sample.received:
@@ -245,7 +362,7 @@ class ControllerNode(Node):
                   "model_version": loop.model_version, "plan_ms_p50": f"{stats['p50_ms']:.2f}",
                   "plan_ms_p99": f"{stats['p99_ms']:.2f}", "deadline_misses": loop.deadline_misses,
                   "ticks": loop.ticks, "state_faults": loop.fault.count, "fault": loop.fault.active or "",
-                  "episode": loop.episode_id}
+                  "episode": loop.episode_id, "rejected_messages": sum(self.rejections.counts.values())}
         diag = DiagnosticArray(status=[DiagnosticStatus(
             level=level, name=f"{self.get_namespace().rstrip('/')}/tdmpc_controller", hardware_id="tdmpc_ros",
             message=loop.fault.active or loop.mode,
@@ -254,8 +371,11 @@ class ControllerNode(Node):
         self.diag_pub.publish(diag)
 
     def destroy_node(self) -> None:
-        self.loader.close()
-        self.loop.close()
+        # Construction may have stopped part way (a bad config): close what was built.
+        if hasattr(self, "loader"):
+            self.loader.close()
+        if hasattr(self, "loop"):
+            self.loop.close()
         super().destroy_node()
 
 
