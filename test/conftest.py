@@ -42,3 +42,16 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+TIERS = ("unit", "ros", "slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test names its tier, so `pytest -m unit` stays the quick loop: unit (pure core, seconds), ros (real
+    nodes over DDS) or slow (minutes); a unit test is never slow."""
+    for item in items:
+        marks = {m.name for m in item.iter_markers()} & set(TIERS)
+        if not marks or {"unit", "slow"} <= marks:
+            raise pytest.UsageError(f"{item.nodeid}: mark it with exactly one of unit / ros / slow "
+                                    f"(ros and slow together are fine), has {sorted(marks) or 'none'}")

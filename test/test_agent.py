@@ -72,7 +72,7 @@ def average_return(policy, episodes: int = 50, steps: int = 30) -> float:
     return float(total.mean())
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,8 @@ from tdmpc_ros.data.typestore import TRANSITION, typestore
 from tdmpc_ros.kinematics import ArmKinematics
 from tdmpc_ros.task import ReachTask
 
+pytestmark = pytest.mark.unit
+
 CFG = load_config()
 OBS, ACT = CFG.model.obs_dim, CFG.model.action_dim
 

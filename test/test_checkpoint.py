@@ -30,7 +30,7 @@ def batch(cfg, seed=0, h=3, b=16):
             "reward": -torch.rand(h, b, 1, generator=g), "terminated": torch.zeros(h, b, 1)}
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.unit]
 
 
 @pytest.fixture

@@ -17,6 +17,8 @@ from tdmpc_ros.control.state import JointSample
 from tdmpc_ros.kinematics import ArmKinematics
 from tdmpc_ros.task import apply_action
 
+pytestmark = pytest.mark.unit
+
 CFG = Config()
 NAMES = CFG.task.joint_names
 KIN = ArmKinematics(CFG.task)

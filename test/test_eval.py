@@ -11,6 +11,8 @@ from tdmpc_ros.cli.main import build_parser
 from tdmpc_ros.config import default_config_path, load_config
 from tdmpc_ros.learning.checkpoint import check_model_config, load_checkpoint
 
+pytestmark = pytest.mark.unit
+
 MODELS = Path(__file__).resolve().parent.parent / "models"
 CHECKPOINT = MODELS / "reach_small.pt"
 ONNX = MODELS / "reach_small.onnx"

@@ -17,6 +17,8 @@ import pytest
 from tdmpc_ros.cli.launch import node_command, parse_launch_arguments
 from tdmpc_ros.launch_spec import LAUNCH_ARGUMENTS, node_launches
 
+pytestmark = pytest.mark.ros
+
 LAUNCH_FILE = Path(__file__).resolve().parent.parent / "launch" / "arm.launch.py"
 
 

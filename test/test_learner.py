@@ -10,6 +10,7 @@ from tdmpc_ros.sim.expert import expert_episodes
 from tdmpc_ros.sim.reach_env import ReachEnv
 
 
+
 @pytest.fixture(scope="module")
 def demos():
     cfg = load_config()
@@ -24,6 +25,7 @@ def make_learner(tmp_path, **learner):
     return Learner(cfg, tmp_path, log=lambda line: None)
 
 
+@pytest.mark.slow
 def test_demo_pretraining_lowers_the_loss(tmp_path, demos):
     learner = make_learner(tmp_path, pretrain_updates=200)
     learner.add_demos(demos)
@@ -34,6 +36,7 @@ def test_demo_pretraining_lowers_the_loss(tmp_path, demos):
     assert np.mean(losses[-20:]) < 0.5 * np.mean(losses[:10])
 
 
+@pytest.mark.unit
 def test_updates_follow_utd_ratio_after_pretraining(tmp_path, demos):
     learner = make_learner(tmp_path, pretrain_updates=5)
     learner.cfg.agent.utd_ratio = 0.5
@@ -51,6 +54,7 @@ def test_updates_follow_utd_ratio_after_pretraining(tmp_path, demos):
     assert learner.env_steps == len(demos[5]) and learner.replay.num_online_episodes() == 1
 
 
+@pytest.mark.unit
 def test_checkpoints_rotate_and_resume(tmp_path, demos):
     learner = make_learner(tmp_path, pretrain_updates=4, keep_checkpoints=2)
     learner.add_demos(demos[:2])

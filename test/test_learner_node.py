@@ -18,6 +18,8 @@ from tdmpc_ros.nodes import qos
 from tdmpc_ros.sim.expert import ScriptedExpert
 from tdmpc_ros.sim.reach_env import ReachEnv, collect_episode
 
+pytestmark = pytest.mark.ros
+
 CFG = Config()
 FAST = {"agent.batch_size": 32, "learner.pretrain_updates": 40, "learner.publish_every": 20,
         "learner.log_every_s": 1.0}

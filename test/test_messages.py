@@ -5,7 +5,11 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from ros_helpers import REPO, spin_until, stop
+
+pytestmark = pytest.mark.ros
 
 # Publishes a Transition every 50 ms (step counting up) and one latched ModelUpdate, until stopped.
 PUBLISHER = textwrap.dedent("""

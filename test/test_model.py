@@ -11,6 +11,8 @@ from tdmpc_ros.model.kernels import _EnsembleNormMish, mish_fast
 from tdmpc_ros.model.kernels import dropout as fast_dropout
 from tdmpc_ros.model.layers import Mish, QEnsemble, SimNorm, mlp
 
+pytestmark = pytest.mark.unit
+
 # Official TD-MPC2 5m counts (single task) for two observation/action sizes.
 REFERENCE_COUNTS = [
     (dict(obs_dim=18, action_dim=4, episodic=True), dict(

@@ -13,6 +13,7 @@ from tdmpc_ros.config import load_config
 from tdmpc_ros.learning.checkpoint import load_checkpoint
 from tdmpc_ros.learning.online_loop import ROLLING_WINDOW, run_online
 
+
 TINY = {
     "model": {"preset": "small"},
     "planner": {"num_samples": 32, "iterations": 2, "num_elites": 4, "num_pi_trajs": 4, "compile": False},
@@ -22,6 +23,7 @@ TINY = {
 }
 
 
+@pytest.mark.slow
 def test_run_online_trains_on_every_step_and_checkpoints(tmp_path):
     cfg = load_config(None, TINY)
     result = run_online(cfg, env_steps=120, seed=3, run_dir=tmp_path, demo_episodes=2, eval_every=60,
@@ -48,6 +50,7 @@ def test_run_online_trains_on_every_step_and_checkpoints(tmp_path):
     assert result.time_s["plan"] > 0 and result.time_s["update"] > 0
 
 
+@pytest.mark.unit
 def test_bench_learn_writes_json_csv_and_png(tmp_path, capsys):
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump({"/**": {"ros__parameters": TINY}}))

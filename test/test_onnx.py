@@ -18,6 +18,8 @@ from tdmpc_ros.model.world_model import WorldModel
 from tdmpc_ros.planner import DrawSource, PlanSpec, make_planner, plan_step
 from tdmpc_ros.planner.onnx_backend import INPUT_NAMES, cuda_provider_problem, load_plan_session
 
+pytestmark = pytest.mark.unit
+
 TINY = dict(obs_dim=4, action_dim=2, latent_dim=16, mlp_dim=32, enc_dim=32, num_q=3)
 FAST = dict(horizon=2, iterations=2, num_samples=64, num_elites=8, num_pi_trajs=8, compile=False)
 

@@ -13,6 +13,8 @@ from tdmpc_ros.model.world_model import WorldModel
 from tdmpc_ros.planner import DrawSource, PlanSpec, make_planner, plan_step
 from tdmpc_ros.planner.mppi import trajectory_value
 
+pytestmark = pytest.mark.unit
+
 OPTIMUM = torch.tensor([0.5, -0.3])
 TINY = dict(obs_dim=4, action_dim=2, latent_dim=16, mlp_dim=32, enc_dim=32, num_q=3)
 FAST = dict(iterations=3, num_samples=64, num_elites=8, num_pi_trajs=8, compile=False)

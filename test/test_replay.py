@@ -9,6 +9,8 @@ from tdmpc_ros.config import load_config
 from tdmpc_ros.data.episode import Episode
 from tdmpc_ros.learning.replay import Replay
 
+pytestmark = pytest.mark.unit
+
 H = 3
 
 

@@ -15,6 +15,8 @@ from tdmpc_ros.sim.expert import expert_episodes
 from tdmpc_ros.sim.reach_env import ReachEnv, collect_episode
 from tdmpc_ros.task import ReachTask
 
+pytestmark = pytest.mark.unit
+
 HOME = np.array(SimConfig().home)
 
 

@@ -14,6 +14,8 @@ import pytest
 
 from tdmpc_ros.learning.metrics import MetricsLogger, plot_learning_curve, read_metrics
 
+pytestmark = pytest.mark.slow
+
 CLI = [sys.executable, "-m", "tdmpc_ros.cli.main"]
 
 
