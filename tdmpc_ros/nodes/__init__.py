@@ -68,10 +68,15 @@ def run_node(node_class, args=None):
     returns the node (destroyed), or None if it was never built.
 
     A SIGINT can shut the context down while the node is still being built or a callback is publishing;
-    the RCLError that follows is a clean stop, not a crash. Any error while the context is still up is.
+    the RCLError that follows is a clean stop, not a crash. Any error while the context is still up is. Bad
+    input (a parameter the schema refuses, a damaged start-up file) ends the process with one line and exit 2.
     """
+    import sys
+
     import rclpy
     from rclpy.executors import ExternalShutdownException
+
+    from tdmpc_ros.errors import InputError
 
     node = None
     try:
@@ -87,4 +92,7 @@ def run_node(node_class, args=None):
                     node.destroy_node()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except InputError as exc:
+        print(f"[{node_class.__name__}] error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     return node
