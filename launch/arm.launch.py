@@ -1,43 +1,55 @@
 """Start the PyBullet arm, the MPPI controller and the learner.
 
-    ros2 launch tdmpc_ros arm.launch.py [use_sim:=true] [device:=cpu] [backend:=torch] [demos:=DIR]
-        [model:=CKPT] [learn:=true] [namespace:=NS] [config:=YAML] [lockstep:=false] [run_dir:=DIR]
+    ros2 launch tdmpc_ros arm.launch.py [use_sim:=true] [learn:=true] [lockstep:=false] [device:=cpu]
+        [backend:=torch] [demos:=DIR] [model:=CKPT] [namespace:=NS] [config:=YAML] [run_dir:=DIR]
 
-The node list comes from tdmpc_ros.launch_spec, shared with `tdmpc-ros launch arm`. When the controller
-(or the sim arm) exits, the whole launch shuts down.
+The nodes, their conditions and the parameters the arguments set come from tdmpc_ros.launch_spec, shared
+with `tdmpc-ros launch arm`; every node is declared here (IfCondition on use_sim and learn), so
+`ros2 launch --print` and `--show-args` list them all. When the controller (or the sim arm) exits, the whole
+launch shuts down.
 """
-import os
+from typing import List
 
-from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
-from launch.substitutions import LaunchConfiguration
+from launch.actions import DeclareLaunchArgument, Shutdown
+from launch.conditions import IfCondition
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
+from launch_ros.substitutions import FindPackageShare
 
-from tdmpc_ros.launch_spec import LAUNCH_ARGUMENTS, PACKAGE, node_launches
+from tdmpc_ros.launch_spec import LAUNCH_ARGUMENTS, NODES, PACKAGE
+
+VALUE_TYPES = {"str": str, "bool": bool, "list[str]": List[str]}
 
 
-def _nodes(context, *args, **kwargs):
-    values = {name: LaunchConfiguration(name).perform(context) for name in LAUNCH_ARGUMENTS}
-    config = values["config"] or os.path.join(get_package_share_directory(PACKAGE), "config", "arm.yaml")
-    return [
+def _parameter(argument: str, kind: str) -> ParameterValue:
+    value = LaunchConfiguration(argument)
+    return ParameterValue([value] if kind == "list[str]" else value, value_type=VALUE_TYPES[kind])
+
+
+def generate_launch_description():
+    default_config = PathJoinSubstitution([FindPackageShare(PACKAGE), "config", "arm.yaml"])
+    arguments = [
+        DeclareLaunchArgument(name, default_value=arg.default or (default_config if name == "config" else ""),
+                              description=arg.description, choices=list(arg.choices) or None)
+        for name, arg in LAUNCH_ARGUMENTS.items()
+    ]
+    nodes = [
         Node(
             package=PACKAGE,
             executable=spec.executable,
             name=spec.name,
-            namespace=values["namespace"],
-            parameters=[config, spec.parameters],
-            output="screen",
+            namespace=LaunchConfiguration("namespace"),
+            parameters=[LaunchConfiguration("config"), {
+                **spec.parameters,
+                **{name: _parameter(argument, kind) for name, (argument, kind) in spec.from_arguments.items()},
+            }],
+            condition=IfCondition(LaunchConfiguration(spec.condition)) if spec.condition else None,
+            output="both",
             emulate_tty=True,
             on_exit=Shutdown(reason=f"{spec.name} exited") if spec.required else None,
         )
-        for spec in node_launches(values)
+        for spec in NODES
     ]
-
-
-def generate_launch_description():
-    arguments = [
-        DeclareLaunchArgument(name, default_value=default, description=description)
-        for name, (default, description) in LAUNCH_ARGUMENTS.items()
-    ]
-    return LaunchDescription(arguments + [OpaqueFunction(function=_nodes)])
+    return LaunchDescription(arguments + nodes)

@@ -1,83 +1,104 @@
 """The node set of `arm.launch.py`, described once.
 
-`launch/arm.launch.py` (launch_ros) and `tdmpc-ros launch arm` both build their processes from
-`node_launches()`, so the two can not drift apart. Pure Python: no launch or rclpy import.
+`launch/arm.launch.py` (launch_ros) and `tdmpc-ros launch arm` both build their processes from `NODES` and
+`LAUNCH_ARGUMENTS`, so the two can not drift apart: the launch file turns each node's `condition` into an
+IfCondition and each `from_arguments` entry into a typed ParameterValue of a LaunchConfiguration; the CLI
+launcher resolves the same entries itself (`node_launches`). Pure Python: no launch or rclpy import.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 PACKAGE = "tdmpc_ros"
+BOOL_CHOICES = ("true", "false")
 
-# name -> (default, description); values arrive as strings (`name:=value`), as launch arguments do.
-LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
-    "use_sim": ("true", "start the embedded PyBullet arm; false talks to a real arm's controllers"),
-    "device": ("cpu", "planner and learner device: cpu or cuda"),
-    "backend": ("torch", "planner backend: torch or onnx"),
-    "demos": ("", "directory of demo bags for the learner (empty keeps learner.demos from the config)"),
-    "model": ("", "checkpoint the controller starts from (empty: none until the learner publishes one)"),
-    "learn": ("true", "start the learner; false runs control only"),
-    "namespace": ("", "namespace for every node and topic (one per arm)"),
-    "config": ("", "parameter file (empty: share/tdmpc_ros/config/arm.yaml)"),
-    "lockstep": ("false", "sim advances one control period per command (reproducible, faster than real time)"),
-    "run_dir": ("", "learner run folder (empty keeps learner.run_dir from the config)"),
+
+@dataclass(frozen=True)
+class LaunchArgument:
+    default: str
+    description: str
+    choices: tuple[str, ...] = ()
+
+
+# Values arrive as strings (`name:=value`), as launch arguments do. Launch arguments set their parameters
+# over the config file's values; their defaults are the config's defaults.
+LAUNCH_ARGUMENTS: dict[str, LaunchArgument] = {
+    "use_sim": LaunchArgument("true", "start the embedded PyBullet arm; false talks to a real arm's controllers",
+                              BOOL_CHOICES),
+    "device": LaunchArgument("cpu", "planner and learner device", ("cpu", "cuda")),
+    "backend": LaunchArgument("torch", "planner backend", ("torch", "onnx")),
+    "demos": LaunchArgument("demos", "directory of demo bags for the learner (learner.demos; a relative path is "
+                                     "under $ROS_HOME, default ~/.ros)"),
+    "model": LaunchArgument("", "checkpoint the controller starts from (controller.model_path; empty: none until "
+                                "the learner publishes one)"),
+    "learn": LaunchArgument("true", "start the learner; false runs control only", BOOL_CHOICES),
+    "namespace": LaunchArgument("", "namespace for every node and topic (one per arm)"),
+    "config": LaunchArgument("", "parameter file (empty: share/tdmpc_ros/config/arm.yaml)"),
+    "lockstep": LaunchArgument("false", "sim advances one control period per command (reproducible, faster than "
+                                        "real time)", BOOL_CHOICES),
+    "run_dir": LaunchArgument("runs/arm", "learner run folder (learner.run_dir; a relative path is under "
+                                          "$ROS_HOME, default ~/.ros)"),
 }
-
-TRUE_WORDS = {"true", "1", "yes", "on"}
-FALSE_WORDS = {"false", "0", "no", "off"}
 
 
 @dataclass
 class NodeLaunch:
-    """One node process: which executable, under what name, with which parameter overrides."""
+    """One node process: which executable, under what name, when, and with which parameters."""
 
     name: str
     executable: str
     required: bool
     """The launch ends when this node exits (launch_ros `on_exit=Shutdown()`)."""
     parameters: dict[str, Any] = field(default_factory=dict)
-    """Overrides of `section.field` parameters on top of the config file."""
+    """`section.field` parameters on top of the config file (for the CLI launcher: resolved ones included)."""
+    condition: str = ""
+    """A true/false launch argument that must be true for the node to start; empty: always."""
+    from_arguments: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """Parameter -> (launch argument, kind: str, bool or list[str]) whose value it takes."""
+
+
+NODES: tuple[NodeLaunch, ...] = (
+    NodeLaunch("arm", "arm_node", required=True, condition="use_sim",
+               from_arguments={"sim.lockstep": ("lockstep", "bool")}),
+    NodeLaunch("controller", "controller_node", required=True,
+               from_arguments={"sim.lockstep": ("lockstep", "bool"), "planner.device": ("device", "str"),
+                               "planner.backend": ("backend", "str"), "controller.model_path": ("model", "str")}),
+    NodeLaunch("learner", "learner_node", required=False, condition="learn",
+               from_arguments={"sim.lockstep": ("lockstep", "bool"), "agent.device": ("device", "str"),
+                               "learner.demos": ("demos", "list[str]"), "learner.run_dir": ("run_dir", "str")}),
+)
 
 
 def parse_bool(name: str, text: str) -> bool:
     word = str(text).strip().lower()
-    if word in TRUE_WORDS:
-        return True
-    if word in FALSE_WORDS:
-        return False
-    raise ValueError(f"launch argument {name}:={text!r} is not true/false")
+    if word not in BOOL_CHOICES:
+        raise ValueError(f"launch argument {name}:={text!r} is not one of {list(BOOL_CHOICES)}")
+    return word == "true"
 
 
 def resolve_arguments(given: dict[str, str]) -> dict[str, str]:
-    """Defaults filled in; unknown names are errors that list the known ones."""
+    """Defaults filled in; unknown names and values outside an argument's choices are errors that name them."""
     unknown = set(given) - set(LAUNCH_ARGUMENTS)
     if unknown:
         raise ValueError(f"unknown launch argument(s) {sorted(unknown)}; known: {sorted(LAUNCH_ARGUMENTS)}")
-    return {name: str(given.get(name, default)) for name, (default, _) in LAUNCH_ARGUMENTS.items()}
+    values = {name: str(given.get(name, arg.default)) for name, arg in LAUNCH_ARGUMENTS.items()}
+    for name, arg in LAUNCH_ARGUMENTS.items():
+        if arg.choices and values[name].strip().lower() not in arg.choices:
+            raise ValueError(f"launch argument {name}:={values[name]!r} must be one of {list(arg.choices)}")
+    return values
+
+
+def argument_value(name: str, text: str, kind: str) -> Any:
+    """A launch argument's text as the parameter value launch_ros's typed ParameterValue makes of it."""
+    return {"bool": lambda: parse_bool(name, text), "list[str]": lambda: [text], "str": lambda: text}[kind]()
 
 
 def node_launches(given: dict[str, str]) -> list[NodeLaunch]:
-    """The nodes to start for these launch arguments."""
+    """The nodes to start for these launch arguments, their argument-driven parameters resolved."""
     args = resolve_arguments(given)
-    if args["device"] not in ("cpu", "cuda"):
-        raise ValueError(f"launch argument device:={args['device']!r} must be cpu or cuda")
-    if args["backend"] not in ("torch", "onnx"):
-        raise ValueError(f"launch argument backend:={args['backend']!r} must be torch or onnx")
-    common: dict[str, Any] = {"sim.lockstep": parse_bool("lockstep", args["lockstep"])}
-    controller: dict[str, Any] = {"planner.device": args["device"], "planner.backend": args["backend"]}
-    if args["model"]:
-        controller["controller.model_path"] = args["model"]
-    learner: dict[str, Any] = {"agent.device": args["device"]}
-    if args["demos"]:
-        learner["learner.demos"] = [args["demos"]]
-    if args["run_dir"]:
-        learner["learner.run_dir"] = args["run_dir"]
-
-    nodes = []
-    if parse_bool("use_sim", args["use_sim"]):
-        nodes.append(NodeLaunch("arm", "arm_node", required=True, parameters=dict(common)))
-    nodes.append(NodeLaunch("controller", "controller_node", required=True, parameters={**common, **controller}))
-    if parse_bool("learn", args["learn"]):
-        nodes.append(NodeLaunch("learner", "learner_node", required=False, parameters={**common, **learner}))
-    return nodes
+    return [dataclasses.replace(spec, parameters={**spec.parameters, **{
+                parameter: argument_value(argument, args[argument], kind)
+                for parameter, (argument, kind) in spec.from_arguments.items()}})
+            for spec in NODES if not spec.condition or parse_bool(spec.condition, args[spec.condition])]

@@ -35,15 +35,25 @@ class LaunchConfiguration:
         return context[self.name]
 
 
+class IfCondition(Recorded):
+    def evaluate(self, context):
+        return self.args[0].perform(context).lower() == "true"
+
+
 @pytest.fixture
 def launch_stand_ins(monkeypatch):
     modules = {name: types.ModuleType(name) for name in
-               ["launch", "launch.actions", "launch.substitutions", "launch_ros", "launch_ros.actions"]}
+               ["launch", "launch.actions", "launch.conditions", "launch.substitutions", "launch_ros",
+                "launch_ros.actions", "launch_ros.parameter_descriptions", "launch_ros.substitutions"]}
     modules["launch"].LaunchDescription = type("LaunchDescription", (Recorded,), {})
-    for cls in ["DeclareLaunchArgument", "OpaqueFunction", "Shutdown"]:
+    for cls in ["DeclareLaunchArgument", "Shutdown"]:
         setattr(modules["launch.actions"], cls, type(cls, (Recorded,), {}))
+    modules["launch.conditions"].IfCondition = IfCondition
     modules["launch.substitutions"].LaunchConfiguration = LaunchConfiguration
+    modules["launch.substitutions"].PathJoinSubstitution = type("PathJoinSubstitution", (Recorded,), {})
     modules["launch_ros.actions"].Node = type("Node", (Recorded,), {})
+    modules["launch_ros.parameter_descriptions"].ParameterValue = type("ParameterValue", (Recorded,), {})
+    modules["launch_ros.substitutions"].FindPackageShare = type("FindPackageShare", (Recorded,), {})
     for name, module in modules.items():
         monkeypatch.setitem(sys.modules, name, module)
     spec = importlib.util.spec_from_file_location("arm_launch", LAUNCH_FILE)
@@ -52,20 +62,33 @@ def launch_stand_ins(monkeypatch):
     return module
 
 
+def evaluated(value, context):
+    """A stand-in ParameterValue as launch_ros would evaluate it (typed: bool, str or a list of str)."""
+    if type(value).__name__ != "ParameterValue":
+        return value
+    inner, value_type = value.args[0], value.kwargs["value_type"]
+    if isinstance(inner, list):
+        return [v.perform(context) for v in inner]
+    text = inner.perform(context)
+    return text.lower() == "true" if value_type is bool else text
+
+
 def launched_nodes(module, values):
-    description = module.generate_launch_description()
-    entities = description.args[0]
-    declared = {e.args[0]: e.kwargs["default_value"] for e in entities if type(e).__name__ == "DeclareLaunchArgument"}
-    opaque = [e for e in entities if type(e).__name__ == "OpaqueFunction"][0]
-    context = {**declared, **values}
-    return declared, opaque.kwargs["function"](context)
+    """The declared arguments, and the nodes whose condition holds with their evaluated parameters."""
+    entities = module.generate_launch_description().args[0]
+    declared = {e.args[0]: e.kwargs for e in entities if type(e).__name__ == "DeclareLaunchArgument"}
+    context = {name: kw["default_value"] for name, kw in declared.items() if isinstance(kw["default_value"], str)}
+    context.update(values)
+    nodes = [e for e in entities if type(e).__name__ == "Node"]
+    started = [n for n in nodes if n.kwargs["condition"] is None or n.kwargs["condition"].evaluate(context)]
+    return declared, nodes, started, context
 
 
 def test_launch_file_parses_and_uses_the_shared_node_list():
     tree = ast.parse(LAUNCH_FILE.read_text())
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
                 and node.module == "tdmpc_ros.launch_spec" for alias in node.names}
-    assert {"LAUNCH_ARGUMENTS", "node_launches"} <= imported
+    assert {"LAUNCH_ARGUMENTS", "NODES"} <= imported
 
 
 @pytest.mark.parametrize("values", [
@@ -74,18 +97,26 @@ def test_launch_file_parses_and_uses_the_shared_node_list():
     {"lockstep": "true", "demos": "/data/demos", "device": "cuda", "config": "/tmp/x.yaml"},
 ])
 def test_launch_file_and_cli_launcher_start_the_same_nodes(launch_stand_ins, values):
-    declared, nodes = launched_nodes(launch_stand_ins, values)
-    assert declared == {name: default for name, (default, _) in LAUNCH_ARGUMENTS.items()}
-    specs = node_launches({**declared, **values})
-    assert [(n.kwargs["executable"], n.kwargs["name"]) for n in nodes] == [(s.executable, s.name) for s in specs]
-    for node, spec in zip(nodes, specs):
-        assert node.kwargs["package"] == "tdmpc_ros"
-        assert node.kwargs["namespace"] == values.get("namespace", "")
+    declared, nodes, started, context = launched_nodes(launch_stand_ins, values)
+    assert list(declared) == list(LAUNCH_ARGUMENTS)
+    for name, arg in LAUNCH_ARGUMENTS.items():  # --show-args lists each argument's choices
+        assert declared[name]["choices"] == (list(arg.choices) or None)
+        assert declared[name]["description"] == arg.description
+    assert type(declared["config"]["default_value"]).__name__ == "PathJoinSubstitution"  # share/.../arm.yaml
+    # Every node is declared (visible to `ros2 launch --print`); use_sim and learn gate theirs by IfCondition.
+    assert [n.kwargs["name"] for n in nodes] == ["arm", "controller", "learner"]
+    assert {n.kwargs["name"]: n.kwargs["condition"].args[0].name for n in nodes if n.kwargs["condition"]} == \
+        {"arm": "use_sim", "learner": "learn"}
+    specs = node_launches(values)
+    assert [(n.kwargs["executable"], n.kwargs["name"]) for n in started] == [(s.executable, s.name) for s in specs]
+    for node, spec in zip(started, specs):
+        assert node.kwargs["package"] == "tdmpc_ros" and node.kwargs["output"] == "both"
+        assert node.kwargs["namespace"].perform(context) == values.get("namespace", "")
         config, overrides = node.kwargs["parameters"]
-        assert overrides == spec.parameters
-        assert config == values.get("config") or config.endswith("share/tdmpc_ros/config/arm.yaml")
+        assert config.name == "config"
+        assert {k: evaluated(v, context) for k, v in overrides.items()} == spec.parameters
         assert (node.kwargs["on_exit"] is not None) == spec.required
-    controller = next(n for n in nodes if n.kwargs["name"] == "controller")
+    controller = next(n for n in started if n.kwargs["name"] == "controller")
     assert type(controller.kwargs["on_exit"]).__name__ == "Shutdown"  # on_exit shutdown semantics
 
 
@@ -96,11 +127,11 @@ def test_cli_launcher_commands_match_the_spec():
     controller = node_command(specs[1], "arm2", "/cfg.yaml")
     assert controller[1].endswith("lib/tdmpc_ros/controller_node")
     assert ["-r", "__node:=controller", "-r", "__ns:=/arm2", "--params-file", "/cfg.yaml"] == controller[3:9]
-    assert "controller.model_path:='/tmp/m.pt'" in controller
+    assert "controller.model_path:='/tmp/m.pt'" in controller and "sim.lockstep:=false" in controller
     assert "learner.demos:=['/d']" in node_command(specs[2], "", "/cfg.yaml")
 
 
-@pytest.mark.parametrize("bad", [{"use_sim": "maybe"}, {"backend": "tensorrt"}, {"colour": "red"}])
+@pytest.mark.parametrize("bad", [{"use_sim": "maybe"}, {"backend": "tensorrt"}, {"colour": "red"}, {"device": "tpu"}])
 def test_bad_launch_arguments_are_named(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         node_launches(bad)
