@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp, domain_id() as domain:
         demos_dir, run_dir = Path(tmp) / "demos", Path(tmp) / "run"
         demos_cli.run(argparse.Namespace(episodes=args.demo_episodes, out=str(demos_dir), storage="mcap",
-                                         noise=0.1, seed=0, config=None))
+                                         noise=0.1, seed=0, config=None, json=False))
         os.environ.update(ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
         log = io.StringIO()
         launcher = Launcher({"lockstep": str(lockstep).lower(), "demos": str(demos_dir), "run_dir": str(run_dir)},

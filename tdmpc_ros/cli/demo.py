@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     if not has_bags(demos_dir):
         print(f"[demo] no demo bags in {demos_dir}: recording {args.demo_episodes} scripted-expert episodes")
         demos_cli.run(argparse.Namespace(episodes=args.demo_episodes, out=str(demos_dir), storage="mcap",
-                                         noise=0.1, seed=0, config=args.config or None))
+                                         noise=0.1, seed=0, config=args.config or None, json=False))
     run_dir = Path(args.run_dir or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}")
     run_dir.mkdir(parents=True, exist_ok=True)
     arguments = {"lockstep": str(not args.realtime).lower(), "demos": str(demos_dir.resolve()),
