@@ -66,3 +66,25 @@ def wait_for_publisher(node, topic: str, timeout: float = 20.0) -> bool:
 
 def wait_for_subscriber(node, topic: str, timeout: float = 20.0) -> bool:
     return spin_until(node, lambda: node.count_subscribers(topic) > 0, timeout)
+
+
+class LaunchCommand:
+    """`tdmpc-ros launch arm` as one child process, with Launcher's start/exited_required/shutdown/procs, so a
+    LaunchedGraph can run the node set through the command line (its SIGINT handling and exit-code line)."""
+
+    def __init__(self, arguments: dict[str, str], out, overrides: dict | None = None):
+        assert not overrides, "the command line takes launch arguments only"
+        self.command = [sys.executable, "-m", "tdmpc_ros.cli.main", "launch", "arm",
+                        *(f"{name}:={value}" for name, value in arguments.items())]
+        self.out = out
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def start(self) -> None:
+        self.procs["launch"] = subprocess.Popen(self.command, stdout=self.out, stderr=subprocess.STDOUT)
+
+    def exited_required(self) -> str | None:
+        """The launcher exits when a required node does."""
+        return "launch" if self.procs["launch"].poll() is not None else None
+
+    def shutdown(self, timeout: float = 10.0) -> dict[str, int]:
+        return {name: stop(proc, timeout=timeout) for name, proc in self.procs.items()}

@@ -5,22 +5,17 @@ Settings are shrunk (tiny batches, a fast planner) so it runs in about a minute 
 """
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
-
 import pytest
 import yaml
 
-from ros_helpers import CONFIG, spin_until
-from std_msgs.msg import Float64MultiArray
-from tdmpc_ros import topics
+from ros_helpers import CONFIG, LaunchCommand
+from tdmpc_ros.cli.harness import LaunchedGraph
 from tdmpc_ros.config import Config
 from tdmpc_ros.data.bags import write_transition_bag
-from tdmpc_ros.msg import ModelUpdate, PlannerStatus, Transition
-from tdmpc_ros.nodes import qos
 from tdmpc_ros.sim.expert import expert_episodes
 from tdmpc_ros.sim.reach_env import ReachEnv
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 SHRUNK = {
     "planner": {"compile": False, "num_samples": 64, "num_pi_trajs": 8, "num_elites": 8, "iterations": 2},
@@ -46,38 +41,29 @@ def write_demos(folder, episodes=3):
 
 
 @pytest.mark.parametrize("lockstep", [False, True], ids=["realtime", "lockstep"])
-def test_launch_arm_runs_the_learning_loop(tmp_path, rclpy_context, lockstep):
-    import rclpy
-
+def test_launch_arm_runs_the_learning_loop(tmp_path, lockstep):
     write_config(tmp_path / "arm.yaml")
     write_demos(tmp_path / "demos")
-    log = open(tmp_path / "launch.log", "w")
-    launch = subprocess.Popen(
-        [sys.executable, "-m", "tdmpc_ros.cli.main", "launch", "arm", f"config:={tmp_path / 'arm.yaml'}",
-         f"demos:={tmp_path / 'demos'}", f"run_dir:={tmp_path / 'run'}", f"lockstep:={str(lockstep).lower()}"],
-        stdout=log, stderr=subprocess.STDOUT)
-    node = rclpy.create_node("e2e_probe", context=rclpy_context)
-    commands, transitions, updates, status = [], [], [], []
-    node.create_subscription(Float64MultiArray, topics.COMMAND_TOPICS["float64_multi_array"],
-                             commands.append, qos.STATE)
-    node.create_subscription(Transition, topics.TRANSITIONS, transitions.append, qos.TRANSITIONS)
-    node.create_subscription(ModelUpdate, topics.MODEL_UPDATES, updates.append, qos.LATCHED)
-    node.create_subscription(PlannerStatus, topics.PLANNER_STATUS, status.append, 10)
-    try:
-        swapped = spin_until(node, lambda: updates and status and status[-1].model_version >= 1
-                             and status[-1].mode == "planning", 300)
-        assert swapped, (tmp_path / "launch.log").read_text()[-4000:]
-        first_version = status[-1].model_version
-        commands.clear()
-        sent_before = len(transitions)
+    arguments = {"config": str(tmp_path / "arm.yaml"), "demos": str(tmp_path / "demos"),
+                 "run_dir": str(tmp_path / "run"), "lockstep": str(lockstep).lower()}
+    with LaunchedGraph(arguments, log_path=tmp_path / "launch.log", observer_name="e2e_probe",
+                       launcher_class=LaunchCommand) as graph:
+        commands = graph.observer.record("commands", keep=False)
+        transitions = graph.observer.record("transitions", keep=False)
+        updates = graph.observer.record("model_updates", keep=False)
+        status = graph.observer.record("statuses", keep=False)
+        graph.start()
+        swapped = graph.spin_until(lambda: updates.count and status.last and status.last.msg.model_version >= 1
+                                   and status.last.msg.mode == "planning", 300)
+        assert swapped, graph.log_tail()
+        first_version = status.last.msg.model_version
+        commands_before, sent_before = commands.count, transitions.count
         # Control goes on, one transition per control step (the rate itself is `bench control`'s to measure).
-        assert spin_until(node, lambda: len(commands) >= 100 and len(transitions) - sent_before >= 100, 120)
-        assert spin_until(node, lambda: status[-1].model_version > first_version, 60)  # later models swap in
-    finally:
-        launch.send_signal(signal.SIGINT)
-        code = launch.wait(timeout=60)
-        log.close()
+        assert graph.spin_until(lambda: commands.count - commands_before >= 100
+                                and transitions.count - sent_before >= 100, 120)
+        assert graph.spin_until(lambda: status.last.msg.model_version > first_version, 60)  # later models swap in
+        codes = graph.shutdown(timeout=60)
     text = (tmp_path / "launch.log").read_text()
-    assert code == 0 and "exit codes: {'arm': 0, 'controller': 0, 'learner': 0}" in text
+    assert codes == {"launch": 0} and "exit codes: {'arm': 0, 'controller': 0, 'learner': 0}" in text
     for name in ("arm", "controller", "learner"):
         assert f"[{name}] " in text  # each node's output is prefixed with its name

@@ -12,14 +12,13 @@ import time
 
 import numpy as np
 import pytest
-from diagnostic_msgs.msg import DiagnosticArray
-from rosbags.rosbag2 import Reader
 from geometry_msgs.msg import PointStamped
-from sensor_msgs.msg import JointState
+from rosbags.rosbag2 import Reader
 from std_msgs.msg import Float64MultiArray
 
 from ros_helpers import spin_until, start_node, stop
 from tdmpc_ros import topics
+from tdmpc_ros.cli.harness import GraphObserver
 from tdmpc_ros.config import Config, load_config
 from tdmpc_ros.data.bags import read_episodes
 from tdmpc_ros.data.typestore import TRANSITION, typestore
@@ -28,6 +27,8 @@ from tdmpc_ros.learning.checkpoint import CheckpointError, load_checkpoint, save
 from tdmpc_ros.msg import ModelUpdate, PlannerStatus, Transition
 from tdmpc_ros.nodes import qos
 from test_learner_node import demo_dir  # noqa: F401  (fixture: a few scripted-expert demo bags)
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 CFG = Config()
 RATE = CFG.task.control_rate_hz
@@ -42,9 +43,9 @@ ACTIVE = ("planning", "policy_fallback")  # controlling (a plan, or the policy p
 STATUS_PERIOD = 1.0  # the controller publishes PlannerStatus once a second
 
 
-def published(info) -> float:
+def published(sample) -> float:
     """When a message was published, on time.monotonic()'s clock (its DDS source stamp is wall-clock ns)."""
-    return time.monotonic() - (time.time_ns() - info["source_timestamp"]) * 1e-9
+    return time.monotonic() - (time.time_ns() - sample.published_ns) * 1e-9
 
 
 class Observer:
@@ -54,35 +55,25 @@ class Observer:
         import rclpy
 
         self.node = rclpy.create_node("reliability_observer", context=context)
+        graph = GraphObserver(self.node)
         self.commands: list[tuple[float, np.ndarray]] = []
         self.states: list[tuple[float, np.ndarray]] = []
         self.status: list[tuple[float, PlannerStatus]] = []
         self.transitions: list[tuple[float, Transition]] = []
         self.updates: list[ModelUpdate] = []
         self.goals: list[PointStamped] = []
-        self.learner_diag: dict[str, str] = {}
-        now = time.monotonic
         # Commands, states and status are ordered by when they were published, so this process lagging behind
         # its inbox (and draining one topic before the other) cannot reorder them.
-        self.node.create_subscription(Float64MultiArray, COMMANDS,
-                                      lambda m, info: self.commands.append((published(info), np.array(m.data))),
-                                      qos.STATE)
-        self.node.create_subscription(JointState, topics.JOINT_STATES,
-                                      lambda m, info: self.states.append((published(info), np.array(m.position))),
-                                      qos.STATE)
-        self.node.create_subscription(PlannerStatus, topics.PLANNER_STATUS,
-                                      lambda m, info: self.status.append((published(info), m)), 10)
-        self.node.create_subscription(Transition, topics.TRANSITIONS,
-                                      lambda m: self.transitions.append((now(), m)), qos.TRANSITIONS)
-        self.node.create_subscription(ModelUpdate, topics.MODEL_UPDATES, self.updates.append, qos.LATCHED)
-        self.node.create_subscription(PointStamped, topics.GOAL, self.goals.append, qos.LATCHED)
-        self.node.create_subscription(DiagnosticArray, topics.DIAGNOSTICS, self.on_diag, 10)
+        graph.record("commands", keep=False,
+                     on_message=lambda s: self.commands.append((published(s), np.array(s.msg.data))))
+        graph.record("joint_states", keep=False,
+                     on_message=lambda s: self.states.append((published(s), np.array(s.msg.position))))
+        graph.record("statuses", keep=False, on_message=lambda s: self.status.append((published(s), s.msg)))
+        graph.record("transitions", keep=False, on_message=lambda s: self.transitions.append((time.monotonic(), s.msg)))
+        graph.record("model_updates", keep=False, on_message=lambda s: self.updates.append(s.msg))
+        graph.record("goals", keep=False, on_message=lambda s: self.goals.append(s.msg))
+        self.learner_diag = graph.learner_values()
         self.jog_pub = self.node.create_publisher(Float64MultiArray, COMMANDS, qos.STATE)
-
-    def on_diag(self, msg: DiagnosticArray) -> None:
-        for status in msg.status:
-            if status.name.endswith("tdmpc_learner"):
-                self.learner_diag = {kv.key: kv.value for kv in status.values}
 
     def spin(self, seconds: float) -> None:
         spin_until(self.node, lambda: False, seconds)
