@@ -10,12 +10,9 @@ the chosen preset (planning cost does not depend on the weights).
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
-import os
 import tempfile
-import time
 from pathlib import Path
 
 
@@ -35,55 +32,32 @@ def physics_hz(default: float, rate: float) -> float:
 
 def run(args: argparse.Namespace) -> int:
     import numpy as np
-    import rclpy
-    from domain_coordinator import domain_id
-    from std_msgs.msg import Float64MultiArray
 
-    from tdmpc_ros import topics
-    from tdmpc_ros.cli.launch import Launcher
+    from tdmpc_ros.cli.harness import LaunchedGraph
     from tdmpc_ros.config import load_config
     from tdmpc_ros.learning.agent import Agent
     from tdmpc_ros.learning.checkpoint import save_checkpoint
-    from tdmpc_ros.msg import PlannerStatus
-    from tdmpc_ros.nodes import qos
 
     cfg = load_config(overrides={"model": {"preset": args.preset}})
-    with tempfile.TemporaryDirectory() as tmp, domain_id() as domain:
+    with tempfile.TemporaryDirectory() as tmp:
         checkpoint = Path(tmp) / "random.pt"
         save_checkpoint(checkpoint, Agent(cfg), {"updates": 0, "env_steps": 0})
-        os.environ.update(ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
-        log = io.StringIO()
-        launcher = Launcher({"model": str(checkpoint), "learn": "false", "backend": args.backend,
-                             "device": args.device}, out=log,
-                            overrides={"task.control_rate_hz": args.rate, "model.preset": args.preset,
-                                       "sim.physics_hz": physics_hz(cfg.sim.physics_hz, args.rate)})
-        arrivals: list[int] = []  # ns, DDS receive time at the subscriber
-        sources: list[int] = []  # ns, the controller's publish time
-        status: list[PlannerStatus] = []
-        with rclpy.init(domain_id=domain):
-            node = rclpy.create_node("bench_control")
-            node.create_subscription(Float64MultiArray, topics.COMMAND_TOPICS["float64_multi_array"],
-                                     lambda _msg, info: (arrivals.append(info["received_timestamp"]),
-                                                         sources.append(info["source_timestamp"])), qos.STATE)
-            node.create_subscription(PlannerStatus, topics.PLANNER_STATUS, status.append, 10)
-            launcher.start()
-            try:
-                deadline = time.monotonic() + 120.0
-                controlling = (PlannerStatus.MODE_PLANNING, PlannerStatus.MODE_POLICY_FALLBACK)
-                while not (status and status[-1].mode in controlling and status[-1].model_version):
-                    rclpy.spin_once(node, timeout_sec=0.1)
-                    if time.monotonic() > deadline or launcher.exited_required():
-                        raise RuntimeError("controller did not start controlling:\n" + log.getvalue()[-3000:])
-                arrivals.clear()
-                sources.clear()
-                first = status[-1]
-                end = time.monotonic() + args.seconds
-                while time.monotonic() < end:
-                    rclpy.spin_once(node, timeout_sec=0.05)
-                last = status[-1]
-            finally:
-                codes = launcher.shutdown()
-                node.destroy_node()
+        with LaunchedGraph({"model": str(checkpoint), "learn": "false", "backend": args.backend,
+                            "device": args.device},
+                           overrides={"task.control_rate_hz": args.rate, "model.preset": args.preset,
+                                      "sim.physics_hz": physics_hz(cfg.sim.physics_hz, args.rate)},
+                           observer_name="bench_control") as graph:
+            commands = graph.observer.record("commands")
+            status = graph.observer.record("statuses", keep=False)
+            graph.start()
+            graph.wait_controlling(with_model=True, timeout=120.0)
+            commands.samples.clear()
+            first = status.last.msg
+            graph.spin(args.seconds)
+            last = status.last.msg
+            codes = graph.shutdown()
+    arrivals = [s.received_ns for s in commands.samples]  # DDS receive time at the subscriber
+    sources = [s.published_ns for s in commands.samples]  # the controller's publish time
 
     def period_stats(stamps_ns: list[int]) -> tuple[dict, dict]:
         periods = np.diff(np.asarray(stamps_ns, np.int64)) * 1e-6

@@ -1,16 +1,15 @@
 """`tdmpc-ros bench soak`: the whole node set (arm + controller + learner) for M minutes, measured from outside.
 
-Control period at a subscriber of the command topic, deadline misses from PlannerStatus, learner updates/s
-from its /diagnostics, resident memory of every node process (VmRSS from /proc, sampled over time) with its
-growth between the first and last third of the run, and transitions published versus stored in the online
-bags (counted from the bags after a clean shutdown).
+Control period from the command messages' DDS receive timestamps at a subscriber, deadline misses from
+PlannerStatus, learner updates/s from its /diagnostics, resident memory of every node process (VmRSS from
+/proc, sampled over time) with its growth between the first and last third of the run, and transitions
+published versus stored in the online bags (counted from the bags after a clean shutdown).
 """
 from __future__ import annotations
 
 import argparse
-import io
 import json
-import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -70,76 +69,50 @@ def count_bag_messages(folder: Path) -> int:
 
 def run(args: argparse.Namespace) -> int:
     import numpy as np
-    import rclpy
-    from diagnostic_msgs.msg import DiagnosticArray
-    from domain_coordinator import domain_id
-    from std_msgs.msg import Float64MultiArray
 
-    from tdmpc_ros import topics
     from tdmpc_ros.cli import demos as demos_cli
-    from tdmpc_ros.cli.launch import Launcher
+    from tdmpc_ros.cli.harness import LaunchedGraph, RequiredNodeExited
     from tdmpc_ros.config import load_config
-    from tdmpc_ros.msg import PlannerStatus, Transition
-    from tdmpc_ros.nodes import qos
 
     lockstep = not args.realtime
     rate = load_config().task.control_rate_hz
-    arrivals: list[float] = []
-    status: list[PlannerStatus] = []
-    learner: dict[str, str] = {}
-    published = 0
-
-    def on_transition(_msg) -> None:
-        nonlocal published
-        published += 1
-
-    def on_diag(msg) -> None:
-        for item in msg.status:
-            if item.name.endswith("tdmpc_learner"):
-                learner.update({kv.key: kv.value for kv in item.values})
-
-    with tempfile.TemporaryDirectory() as tmp, domain_id() as domain:
+    arrivals: list[int] = []  # ns, DDS receive time of each command at the subscriber
+    with tempfile.TemporaryDirectory() as tmp:
         demos_dir, run_dir = Path(tmp) / "demos", Path(tmp) / "run"
         demos_cli.run(argparse.Namespace(episodes=args.demo_episodes, out=str(demos_dir), storage="mcap",
                                          noise=0.1, seed=0, config=None, json=False))
-        os.environ.update(ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
-        log = io.StringIO()
-        launcher = Launcher({"lockstep": str(lockstep).lower(), "demos": str(demos_dir), "run_dir": str(run_dir)},
-                            out=log, overrides={"learner.pretrain_updates": 100, "learner.publish_every": 100})
-        with rclpy.init(domain_id=domain):
-            node = rclpy.create_node("bench_soak")
-            node.create_subscription(Float64MultiArray, topics.COMMAND_TOPICS["float64_multi_array"],
-                                     lambda _msg: arrivals.append(time.monotonic()), qos.STATE)
-            node.create_subscription(PlannerStatus, topics.PLANNER_STATUS, status.append, 10)
-            node.create_subscription(Transition, topics.TRANSITIONS, on_transition, qos.TRANSITIONS)
-            node.create_subscription(DiagnosticArray, topics.DIAGNOSTICS, on_diag, 10)
-            launcher.start()
+        with LaunchedGraph({"lockstep": str(lockstep).lower(), "demos": str(demos_dir), "run_dir": str(run_dir)},
+                           overrides={"learner.pretrain_updates": 100, "learner.publish_every": 100},
+                           observer_name="bench_soak") as graph:
+            # Counted, not kept: a soak receives hundreds of thousands of messages.
+            graph.observer.record("commands", keep=False, on_message=lambda s: arrivals.append(s.received_ns))
+            transitions = graph.observer.record("transitions", keep=False)
+            status = graph.observer.record("statuses")
+            learner = graph.observer.learner_values()
+            graph.start()
+            graph.wait_controlling(with_model=True, timeout=300.0)
+            arrivals.clear()
+            first, start = status.last.msg, time.monotonic()
+            first_updates = int(learner.get("updates", 0))
+            end, next_sample = start + 60.0 * args.minutes, start
             samples: list[tuple[float, dict[str, float | None]]] = []
             try:
-                deadline = time.monotonic() + 300.0
-                while not (status and status[-1].model_version):
-                    rclpy.spin_once(node, timeout_sec=0.1)
-                    if time.monotonic() > deadline or launcher.exited_required():
-                        raise RuntimeError("controller never got a model:\n" + log.getvalue()[-3000:])
-                arrivals.clear()
-                first, start = status[-1], time.monotonic()
-                first_updates = int(learner.get("updates", 0))
-                end, next_sample = start + 60.0 * args.minutes, start
-                while time.monotonic() < end and not launcher.exited_required():
-                    rclpy.spin_once(node, timeout_sec=0.05)
-                    if time.monotonic() >= next_sample:
+                while (now := time.monotonic()) < end:
+                    if now >= next_sample:
                         next_sample += SAMPLE_EVERY_S
-                        samples.append((time.monotonic() - start,
-                                        {name: rss_mb(p.pid) for name, p in launcher.procs.items()}))
-                elapsed = time.monotonic() - start
-                last = status[-1]
-                updates = int(learner.get("updates", 0)) - first_updates
-                stored_live = int(learner.get("transitions_stored", 0))
-            finally:
-                codes = launcher.shutdown(timeout=60.0)
-                node.destroy_node()
+                        samples.append((now - start,
+                                        {name: rss_mb(p.pid) for name, p in graph.launcher.procs.items()}))
+                    graph.spin(min(next_sample, end) - now)
+            except RequiredNodeExited as exc:  # measured up to here; the exit codes say which node failed
+                print(exc, file=sys.stderr)
+            elapsed = time.monotonic() - start
+            last = status.last.msg
+            updates = int(learner.get("updates", 0)) - first_updates
+            stored_live = int(learner.get("transitions_stored", 0))
+            published = transitions.count
+            codes = graph.shutdown(timeout=60.0)
         stored = count_bag_messages(run_dir / "online")
-    periods = np.diff(arrivals) * 1e3
+    periods = np.diff(np.asarray(arrivals, np.int64)) * 1e-6
     nominal = 1e3 / rate
     result = {
         "mode": "lockstep" if lockstep else "realtime", "minutes": round(elapsed / 60.0, 2),
@@ -150,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         "deadline_misses": int(last.deadline_misses - first.deadline_misses),
         "controller_ticks": int(last.ticks - first.ticks),
         "plan_ms": {"p50": round(float(last.plan_ms_p50), 2), "p99": round(float(last.plan_ms_p99), 2)},
-        "faults_seen": sorted({s.fault.split(":")[0] for s in status if s.fault}),
+        "faults_seen": sorted({s.msg.fault.split(":")[0] for s in status.samples if s.msg.fault}),
         "model_versions": [int(first.model_version), int(last.model_version)],
         "learner_updates_per_s": round(updates / elapsed, 2),
         "learner_updates_per_s_reported": float(learner.get("updates_per_s", 0.0)),

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import time
 from collections import deque
 from pathlib import Path
@@ -33,24 +32,17 @@ def has_bags(folder: Path) -> bool:
 class RunMonitor:
     """Follows transitions, planner status and learner diagnostics; keeps one row per finished episode."""
 
-    def __init__(self, node):
-        from diagnostic_msgs.msg import DiagnosticArray
-
-        from tdmpc_ros import topics
-        from tdmpc_ros.msg import PlannerStatus, Transition
-        from tdmpc_ros.nodes import qos
-
+    def __init__(self, observer):
         self.env_steps = 0
         self.episode_return = 0.0
         self.rows: list[dict] = []
         self.recent: deque[bool] = deque(maxlen=SUCCESS_WINDOW)
-        self.status = None
-        self.learner: dict[str, str] = {}
-        node.create_subscription(Transition, topics.TRANSITIONS, self.on_transition, qos.TRANSITIONS)
-        node.create_subscription(PlannerStatus, topics.PLANNER_STATUS, self.on_status, 10)
-        node.create_subscription(DiagnosticArray, topics.DIAGNOSTICS, self.on_diagnostics, 10)
+        observer.record("transitions", keep=False, on_message=self.on_transition)
+        self.statuses = observer.record("statuses", keep=False)
+        self.learner = observer.learner_values()
 
-    def on_transition(self, msg) -> None:
+    def on_transition(self, sample) -> None:
+        msg = sample.msg
         self.env_steps += 1
         self.episode_return += msg.reward
         if msg.terminated or msg.truncated:
@@ -60,20 +52,13 @@ class RunMonitor:
                               "length": msg.step + 1, "success_rate": round(self.success_rate(), 4)})
             self.episode_return = 0.0
 
-    def on_status(self, msg) -> None:
-        self.status = msg
-
-    def on_diagnostics(self, msg) -> None:
-        for status in msg.status:
-            if status.name.endswith("tdmpc_learner"):
-                self.learner = {kv.key: kv.value for kv in status.values}
-
     def success_rate(self) -> float:
         return sum(self.recent) / len(self.recent) if self.recent else 0.0
 
     def progress_line(self, elapsed: float) -> str:
-        p99 = f"{self.status.plan_ms_p99:.1f} ms" if self.status else "-"
-        mode = self.status.mode if self.status else "starting"
+        status = self.statuses.last.msg if self.statuses.last else None
+        p99 = f"{status.plan_ms_p99:.1f} ms" if status else "-"
+        mode = status.mode if status else "starting"
         return (f"[demo {elapsed:6.0f} s] env steps {self.env_steps:6d} | episodes {len(self.rows):4d} | "
                 f"success (last {SUCCESS_WINDOW}) {self.success_rate():5.0%} | "
                 f"updates {self.learner.get('updates', '0')} ({self.learner.get('updates_per_s', '0')}/s) | "
@@ -81,11 +66,8 @@ class RunMonitor:
 
 
 def run(args: argparse.Namespace) -> int:
-    import rclpy
-    from domain_coordinator import domain_id
-
     from tdmpc_ros.cli import demos as demos_cli
-    from tdmpc_ros.cli.launch import Launcher
+    from tdmpc_ros.cli.harness import LaunchedGraph, RequiredNodeExited
     from tdmpc_ros.learning.metrics import plot_learning_curve
 
     demos_dir = Path(args.demos)
@@ -99,30 +81,27 @@ def run(args: argparse.Namespace) -> int:
                  "run_dir": str(run_dir.resolve()), "learn": "true"}
     if args.config:
         arguments["config"] = args.config
-    with domain_id() as domain, open(run_dir / "launch.log", "w") as log:
-        os.environ.update(ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
-        launcher = Launcher(arguments, out=log)
+    with LaunchedGraph(arguments, log_path=run_dir / "launch.log", observer_name="demo_monitor") as graph:
         print(f"[demo] run folder {run_dir} (node output in {run_dir / 'launch.log'}); "
               f"target {args.env_steps} env steps")
-        with rclpy.init(domain_id=domain):
-            node = rclpy.create_node("demo_monitor")
-            monitor = RunMonitor(node)
-            launcher.start()
-            start = last_print = time.monotonic()
-            failed = None
-            try:
-                while monitor.env_steps < args.env_steps and time.monotonic() - start < 60 * args.minutes:
-                    rclpy.spin_once(node, timeout_sec=0.1)
-                    if (failed := launcher.exited_required()):
-                        break
-                    if time.monotonic() - last_print >= 10.0:
-                        last_print = time.monotonic()
-                        print(monitor.progress_line(last_print - start), flush=True)
-            except KeyboardInterrupt:
-                print("[demo] interrupted: shutting down")
-            finally:
-                codes = launcher.shutdown()
-                node.destroy_node()
+        monitor = RunMonitor(graph.observer)
+        graph.start()
+        start = last_print = time.monotonic()
+        end = start + 60 * args.minutes
+        failed = None
+        try:
+            while monitor.env_steps < args.env_steps and time.monotonic() < end:
+                graph.spin_until(lambda: monitor.env_steps >= args.env_steps,
+                                 min(last_print + 10.0, end) - time.monotonic())
+                if time.monotonic() - last_print >= 10.0:
+                    last_print = time.monotonic()
+                    print(monitor.progress_line(last_print - start), flush=True)
+        except RequiredNodeExited as exc:
+            failed = exc.node
+        except KeyboardInterrupt:
+            print("[demo] interrupted: shutting down")
+        finally:
+            codes = graph.shutdown()
     elapsed = time.monotonic() - start
     if failed:
         print(f"[demo] {failed} exited early (code {codes[failed]}); last lines of {run_dir / 'launch.log'}:")
