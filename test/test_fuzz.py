@@ -132,7 +132,9 @@ def transition(peer, episode_id: int, step: int, obs_dim: int = CFG.task.obs_dim
     return msg
 
 
-def test_fuzzed_transitions_skip_bad_episodes_and_keep_good_ones(tmp_path, demo_dir, rclpy_context):  # noqa: F811
+def test_fuzzed_transitions_reject_bad_messages_and_keep_good_data(tmp_path, demo_dir, rclpy_context):  # noqa: F811
+    """A bad message is rejected (nothing stored); an episode with a step missing or repeated is kept up to the
+    break, as cut short, and the rest of it is not stored; every one of those counted lost."""
     run_dir = tmp_path / "run"
     proc = start_node("learner_node", {"agent.batch_size": 32, "learner.pretrain_updates": 10,
                                        "learner.run_dir": str(run_dir), "learner.demos": [str(demo_dir)]},
@@ -150,6 +152,8 @@ def test_fuzzed_transitions_skip_bad_episodes_and_keep_good_ones(tmp_path, demo_
         7: [transition(peer, 7, s) for s in range(30)],                                            # no final flag
         8: [transition(peer, 8, s, last=s == n - 1) for s in range(n)],                           # good
     }
+    kept = {1: n, 3: 7, 4: 20, 5: 4, huge: n, 7: 30, 8: n}  # episode id -> steps stored (3-5 up to the break)
+    published = sum(len(messages) for messages in episodes.values())
     try:
         assert spin_until(peer.node, lambda: peer.node.count_subscribers("transitions") > 0, 60)
         for messages in episodes.values():
@@ -157,17 +161,19 @@ def test_fuzzed_transitions_skip_bad_episodes_and_keep_good_ones(tmp_path, demo_
                 peer.pub.publish(msg)
                 spin_until(peer.node, lambda: False, 0.002)
         text = lambda: (tmp_path / "learner.log").read_text()  # noqa: E731
-        good_steps = 3 * n + 30  # episodes 1, huge, 8 and the cut-short 7
+        good_steps = sum(kept.values())
         assert spin_until(peer.node, lambda: f"online {good_steps} " in text(), 30), text()[-3000:]
         assert proc.poll() is None
-        for reason in ["episode 2 skipped: observation has 5 values", "episode 3 skipped: NaN/inf in observation",
-                       "episode 4 skipped: gap in step indices", "episode 5 skipped: step 3 appears twice"]:
+        assert spin_until(peer.node, lambda: (p := peer.progress[-1]).stored_transitions == good_steps
+                          and p.lost_transitions == published - good_steps, 10), peer.progress[-1]
+        for reason in ["rejected (wrong size) (first: episode 2 step 0: observation has 5 values",
+                       "rejected (NaN/inf) (first: episode 3 step 7: NaN/inf in observation",
+                       "not stored after a break in their episode (first: episode 3 step 8: it came after step 6)"]:
             assert reason in text(), reason
     finally:
         assert stop(proc) == 0
     stored = read_episodes([run_dir / "online"], CFG)
-    assert sorted(e.episode_id for e in stored.episodes) == sorted([1, 7, 8, huge])
-    assert sum(len(e) for e in stored.episodes) == good_steps
+    assert {e.episode_id: len(e) for e in stored.episodes} == kept and not stored.skipped  # no gap in the bags
 
 
 class RunsCode:

@@ -55,13 +55,19 @@ class OnlineBagWriter:
 
     def write(self, msg, log_stamp_ns: int | None = None) -> None:
         """Append one Transition-like message (rclpy or rosbags); the bag's log time defaults to its header stamp."""
+        data = typestore().serialize_cdr(bag_message(msg), TRANSITION)
+        self.write_cdr(data, stamp_ns(msg) if log_stamp_ns is None else log_stamp_ns,
+                       msg.terminated or msg.truncated)
+
+    def write_cdr(self, data: bytes, log_time_ns: int, episode_end: bool) -> None:
+        """Append one Transition already serialised (as a raw subscription receives it: stored unchanged);
+        `episode_end`: its terminated or truncated flag."""
         if self._writer is None:
             self._open()
-        data = typestore().serialize_cdr(bag_message(msg), TRANSITION)
-        self._writer.write(self._connection, stamp_ns(msg) if log_stamp_ns is None else log_stamp_ns, data)
+        self._writer.write(self._connection, log_time_ns, data)
         self.count += 1
         self._bytes += len(data)
-        if self._bytes >= self.max_bytes and (msg.terminated or msg.truncated):
+        if self._bytes >= self.max_bytes and episode_end:
             self._close_bag()
         elif time.monotonic() - self._last_flush >= self.flush_every_s:
             self.flush()

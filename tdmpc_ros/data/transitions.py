@@ -1,12 +1,15 @@
 """Transition messages <-> Episodes: one message per control step, and episodes rebuilt exactly from them.
 
-Works on any Transition-like object (rclpy or rosbags message: the fields of msg/Transition.msg), so the same
-assembler serves bag files and the learner's live subscription.
+`BagEpisodeAssembler` works on any Transition-like object (rclpy or rosbags message: the fields of
+msg/Transition.msg) and rebuilds the episodes of a bag. `LiveIntake` is the learner's subscription: serialised
+messages from any number of publishers, checked before anything is converted, with every loss counted.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+import struct
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -17,6 +20,15 @@ from tdmpc_ros.data.typestore import TRANSITION, typestore
 
 class EpisodeError(ValueError):
     """An episode that cannot be used; the message says why (callers add the file and topic)."""
+
+
+class TransitionError(ValueError):
+    """A serialised Transition that cannot be used (malformed, or not matching the config): `kind` names the
+    problem in a word or two, the message says exactly what."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
 
 
 def stamp_ns(msg) -> int:
@@ -97,15 +109,6 @@ class BagEpisodeAssembler:
             done += self._finish(episode_id, cut_short=False)
         return done
 
-    def close_others(self, episode_id: int) -> list[Episode]:
-        """Close every open episode but `episode_id` as cut short, for a live source that runs one episode at a
-        time: its new episode means the others get no more steps (e.g. the arm reset before the last one's
-        final step, so it never carried a terminated/truncated flag)."""
-        done: list[Episode] = []
-        for other in [e for e in self._open if e != int(episode_id)]:
-            done += self._finish(other, cut_short=True)
-        return done
-
     def take_errors(self) -> list[tuple[int, str]]:
         """(episode_id, reason) of each episode dropped since the last call."""
         errors, self._errors = self._errors, []
@@ -142,19 +145,223 @@ class BagEpisodeAssembler:
             if after != before + 1:
                 raise EpisodeError(f"gap in step indices: step {before} is followed by step {after}")
         seq = [steps[i] for i in order]
-        for name, size, field in (("observation", self.obs_dim, "model.obs_dim"),
-                                  ("next_observation", self.obs_dim, "model.obs_dim"),
-                                  ("action", self.action_dim, "model.action_dim")):
+        for name, size, setting in (("observation", self.obs_dim, "model.obs_dim"),
+                                    ("next_observation", self.obs_dim, "model.obs_dim"),
+                                    ("action", self.action_dim, "model.action_dim")):
             sizes = sorted({len(getattr(s, name)) for s in seq} - {size})
             if sizes:
-                raise EpisodeError(f"{name} has {sizes[0]} values but the config's {field} is {size}")
-        observations = np.stack([s.observation for s in seq] + [seq[-1].next_observation])
-        actions = np.stack([s.action for s in seq])
-        rewards = np.array([s.reward for s in seq], np.float32)
-        for name, values in (("observation", observations), ("action", actions), ("reward", rewards)):
+                raise EpisodeError(f"{name} has {sizes[0]} values but the config's {setting} is {size}")
+        episode = _episode(episode_id, seq, cut_short, self.source)
+        for name, values in (("observation", episode.observations), ("action", episode.actions),
+                             ("reward", episode.rewards)):
             if not np.isfinite(values).all():
                 step = int(np.argwhere(~np.isfinite(values.reshape(len(values), -1)))[0, 0])
                 raise EpisodeError(f"NaN/inf in {name} at step {min(step, len(seq) - 1)}")
-        return Episode(episode_id, observations, actions, rewards, terminated=seq[-1].terminated,
-                       truncated=seq[-1].truncated or cut_short,
-                       stamps_ns=np.array([s.stamp_ns for s in seq], np.int64), source=self.source)
+        return episode
+
+
+def _episode(episode_id: int, seq: list[_Step], cut_short: bool, source: str) -> Episode:
+    """The Episode of consecutive steps 0..T-1; `cut_short`: the data ended before its final step."""
+    return Episode(episode_id, np.stack([s.observation for s in seq] + [seq[-1].next_observation]),
+                   np.stack([s.action for s in seq]), np.array([s.reward for s in seq], np.float32),
+                   terminated=seq[-1].terminated, truncated=seq[-1].truncated or cut_short,
+                   stamps_ns=np.array([s.stamp_ns for s in seq], np.int64), source=source)
+
+
+_CDR_ENDIAN = {b"\x00\x01": "<", b"\x00\x00": ">"}  # XCDR1 little / big endian: what rmw and rosbags write
+_STRUCTS = {(e, c): struct.Struct(e + c) for e in _CDR_ENDIAN.values() for c in "iIQf?"}
+
+
+class _CdrReader:
+    """Reads the fields of a CDR buffer in order, each aligned to its size from the end of the 4-byte
+    encapsulation header, never past the buffer's end."""
+
+    def __init__(self, data: bytes, endian: str):
+        self.data, self.endian, self.pos = data, endian, 4
+
+    def _take(self, size: int, align: int) -> int:
+        self.pos += -(self.pos - 4) % align
+        at = self.pos
+        if at + size > len(self.data):
+            raise TransitionError("undecodable", f"truncated: the message ends at byte {len(self.data)}, "
+                                                 f"inside a field")
+        self.pos += size
+        return at
+
+    def scalar(self, code: str):
+        unpack = _STRUCTS[self.endian, code]
+        return unpack.unpack_from(self.data, self._take(unpack.size, unpack.size))[0]
+
+    def skip_string(self) -> None:
+        self._take(self.scalar("I"), 1)
+
+    def floats(self, name: str, expected: int, setting: str) -> np.ndarray:
+        count = self.scalar("I")
+        if count != expected:  # before reading a single value: a huge array costs nothing more
+            raise TransitionError("wrong size", f"{name} has {count} values but the config's {setting} is "
+                                                f"{expected}")
+        return np.frombuffer(self.data, self.endian + "f4", count, self._take(4 * count, 4))
+
+
+def transition_cdr_bytes(obs_dim: int, action_dim: int) -> int:
+    """Size of a serialised Transition with an empty frame_id: what the learner's queue holds per message."""
+    # encapsulation 4, header + ids 28 (aligned), three array lengths 12, reward 4, flags 2, then the floats
+    return 4 + 28 + 12 + 4 + 2 + 4 * (2 * obs_dim + action_dim)
+
+
+def decode_transition(data: bytes, obs_dim: int, action_dim: int, max_steps: int) -> tuple[int, int, _Step]:
+    """(episode_id, step, contents) of one CDR-serialised Transition, as a raw subscription receives it and a
+    bag stores it. Every array's length is checked against the config before any value is read, then the step
+    against `max_steps` and the values for NaN/inf; TransitionError says what is wrong."""
+    endian = _CDR_ENDIAN.get(bytes(data[:2]))
+    if endian is None:
+        raise TransitionError("undecodable", f"not CDR-encoded (encapsulation {bytes(data[:4]).hex() or 'none'})")
+    reader = _CdrReader(data, endian)
+    stamp_ns = reader.scalar("i") * 1_000_000_000 + reader.scalar("I")
+    reader.skip_string()  # header.frame_id
+    episode_id, step = reader.scalar("Q"), reader.scalar("I")
+    try:
+        observation = reader.floats("observation", obs_dim, "model.obs_dim")
+        action = reader.floats("action", action_dim, "model.action_dim")
+        reward = reader.scalar("f")
+        next_observation = reader.floats("next_observation", obs_dim, "model.obs_dim")
+        terminated, truncated = reader.scalar("?"), reader.scalar("?")
+        if step >= max_steps:
+            raise TransitionError("step out of range", f"step {step} is beyond task.max_episode_steps ({max_steps})")
+        for name, values in (("observation", observation), ("action", action), ("reward", reward),
+                             ("next_observation", next_observation)):
+            if not np.isfinite(values).all():
+                raise TransitionError("NaN/inf", f"NaN/inf in {name}")
+    except TransitionError as exc:
+        raise TransitionError(exc.kind, f"episode {episode_id} step {step}: {exc}") from None
+    return episode_id, step, _Step(observation, action, float(reward), next_observation, terminated, truncated,
+                                   stamp_ns)
+
+
+@dataclass
+class _Stream:
+    """One publisher (a controller): the last sequence number it was heard with and its open episode."""
+
+    last_seq: int | None = None
+    episode_id: int = 0
+    steps: list[_Step] = field(default_factory=list)
+    """Steps 0..n-1 of the open episode, stored in the bag; empty when none is open."""
+    last_seen: float = 0.0
+    """When it last sent anything."""
+    last_stored: float = 0.0
+    """When its open episode last grew."""
+
+
+class LiveIntake:
+    """The learner's live transitions: serialised messages from any number of publishers -> bag + episodes.
+
+    Each publisher is a stream (a controller runs one episode at a time, in step order). Its DDS publication
+    sequence numbers reveal every message missed on the way (counted exactly from the first message heard
+    from it); a missed message, or a step out of order, closes the stream's open episode as cut short at its
+    last consecutive step, and the rest of that episode is not stored (counted `cut`), so replay and the bags
+    never hold a spliced episode. A new episode id closes the previous one as cut short (the arm reset before
+    its final step). A malformed message (undecodable, sizes not the config's, NaN/inf, step beyond the
+    episode limit) is rejected before it changes any episode or the bag. Open episodes are capped in number
+    (`learner.max_open_episodes`, oldest closed first) and in age (`learner.open_episode_timeout_s`, by
+    `expire`), each in length by `task.max_episode_steps`.
+
+    published = stored + lost for every publisher since its first message heard; lost = missed + rejected + cut.
+    """
+
+    def __init__(self, cfg: Config, write: Callable[[bytes, int, bool], None], source: str = "",
+                 clock: Callable[[], float] = time.monotonic):
+        """`write(data, log_time_ns, episode_end)` stores an accepted message (the online bag)."""
+        self.obs_dim, self.action_dim = cfg.model.obs_dim, cfg.model.action_dim
+        self.max_steps = cfg.task.max_episode_steps
+        self.max_open = max(1, cfg.learner.max_open_episodes)
+        self.timeout_s = cfg.learner.open_episode_timeout_s
+        self.write = write
+        self.source = source
+        self.clock = clock
+        self.received = self.stored = self.missed = self.rejected = self.cut = 0
+        self._streams: dict[bytes, _Stream] = {}
+        self._problems: dict[str, list] = {}  # kind -> [count, first example] since take_problems()
+
+    @property
+    def lost(self) -> int:
+        """Messages published to this learner and not stored (missed in transport, rejected or cut)."""
+        return self.missed + self.rejected + self.cut
+
+    @property
+    def open_episodes(self) -> int:
+        return sum(1 for s in self._streams.values() if s.steps)
+
+    def add(self, data: bytes, publisher: bytes, seq: int | None, log_time_ns: int) -> list[Episode]:
+        """One message from `publisher` (its GID) with its publication sequence number (None where the
+        middleware gives none: then only step gaps are seen); returns the episodes it completes or closes."""
+        self.received += 1
+        stream = self._streams.get(publisher)
+        if stream is None:
+            stream = self._streams[publisher] = _Stream()
+        stream.last_seen = self.clock()
+        done: list[Episode] = []
+        if seq is not None:
+            if stream.last_seq is not None and seq > stream.last_seq + 1:
+                gap = seq - stream.last_seq - 1
+                self.missed += gap
+                self._problem("missed in transport", gap, f"{gap} between sequence numbers {stream.last_seq} and "
+                                                          f"{seq} of publisher {publisher.hex()}")
+                done += self._close(stream, cut_short=True)
+            stream.last_seq = max(seq, stream.last_seq or 0)
+        try:
+            episode_id, step, contents = decode_transition(data, self.obs_dim, self.action_dim, self.max_steps)
+        except TransitionError as exc:
+            self.rejected += 1
+            self._problem(f"rejected ({exc.kind})", 1, str(exc))
+            return done
+        why = "its earlier steps were not stored"
+        if stream.steps and (episode_id != stream.episode_id or step != len(stream.steps)):
+            if episode_id == stream.episode_id:
+                why = f"it came after step {len(stream.steps) - 1}"
+            done += self._close(stream, cut_short=True)  # a new episode, or a step out of order in this one
+        if not stream.steps:
+            if step != 0:
+                self.cut += 1
+                self._problem("not stored after a break in their episode", 1,
+                              f"episode {episode_id} step {step}: {why}")
+                return done
+            done += self._make_room(stream)
+            stream.episode_id = episode_id
+        stream.steps.append(contents)
+        stream.last_stored = stream.last_seen
+        end = contents.terminated or contents.truncated
+        self.write(data, log_time_ns, end)
+        self.stored += 1
+        if end:
+            done += self._close(stream, cut_short=False)
+        return done
+
+    def expire(self) -> list[Episode]:
+        """Close episodes that got no step for `open_episode_timeout_s` as cut short; forget publishers silent
+        that long."""
+        now, done = self.clock(), []
+        for publisher, stream in list(self._streams.items()):
+            if now - stream.last_stored > self.timeout_s:
+                done += self._close(stream, cut_short=True)
+            if now - stream.last_seen > self.timeout_s:
+                del self._streams[publisher]
+        return done
+
+    def take_problems(self) -> list[str]:
+        """What was lost since the last call, one line per kind with its count and first example."""
+        problems, self._problems = self._problems, {}
+        return [f"{count} {kind} (first: {example})" for kind, (count, example) in problems.items()]
+
+    def _problem(self, kind: str, count: int, example: str) -> None:
+        entry = self._problems.setdefault(kind, [0, example])
+        entry[0] += count
+
+    def _make_room(self, opening: _Stream) -> list[Episode]:
+        open_streams = [s for s in self._streams.values() if s.steps and s is not opening]
+        if len(open_streams) < self.max_open:
+            return []
+        return self._close(min(open_streams, key=lambda s: s.last_stored), cut_short=True)
+
+    def _close(self, stream: _Stream, cut_short: bool) -> list[Episode]:
+        steps, stream.steps = stream.steps, []
+        return [_episode(stream.episode_id, steps, cut_short, self.source)] if steps else []

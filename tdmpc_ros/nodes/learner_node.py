@@ -1,12 +1,14 @@
 """Learner node: trains from demo bags plus the controller's live transitions, hands checkpoints back.
 
-Subscribes  transitions (tdmpc_ros/Transition; reliable, deep)
+Subscribes  transitions (tdmpc_ros/Transition; reliable, queue up to INTAKE_QUEUE_BYTES, taken serialised)
 Publishes   model_updates (tdmpc_ros/ModelUpdate; latched), learner_progress (tdmpc_ros/LearnerProgress,
             20 Hz: a lockstep controller holds the world while the learner's backlog is large), /diagnostics
 
-Every transition is appended to an online rosbag2 (mcap) in `learner.run_dir/online` as it arrives; on start
-the node resumes from the newest valid checkpoint and reloads its online bags with the demos. Training runs
-on a thread of its own so the subscription is never starved.
+Transitions are taken as the serialised bytes DDS delivered: checked field by field before anything is
+converted (data.transitions.LiveIntake: sizes against the config, NaN/inf, step order, per-publisher sequence
+numbers, so every loss is counted) and appended unchanged to an online rosbag2 (mcap) in
+`learner.run_dir/online` as they arrive. On start the node resumes from the newest valid checkpoint and reloads
+its online bags with the demos. Training runs on a thread of its own so the subscription is never starved.
 """
 from __future__ import annotations
 
@@ -19,11 +21,12 @@ from pathlib import Path
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
+from rclpy.subscription import MessageInfo
 
 from tdmpc_ros import topics
 from tdmpc_ros.data.bags import read_episodes
 from tdmpc_ros.data.online_bags import OnlineBagWriter
-from tdmpc_ros.data.transitions import BagEpisodeAssembler
+from tdmpc_ros.data.transitions import LiveIntake, transition_cdr_bytes
 from tdmpc_ros.learning.checkpoint import file_sha256
 from tdmpc_ros.learning.learner import Learner, Published
 from tdmpc_ros.learning.metrics import MetricsLogger
@@ -32,6 +35,14 @@ from tdmpc_ros.nodes import qos, run_node
 from tdmpc_ros.nodes.params import declare_config
 
 PROGRESS_PERIOD_S = 0.05
+INTAKE_QUEUE_BYTES = 64 * 1024 * 1024
+"""Memory for transitions DDS has received and the intake not yet taken (up to qos.MAX_QUEUE_DEPTH messages): a
+burst queues here; beyond it the oldest are overwritten, which the intake counts from sequence numbers."""
+TAKE_BATCH = 500
+"""Messages one executor wake takes at most: waking the executor costs rclpy more than taking a message, so a
+queue that has built up is drained in one go (about 3x the rate), while timers still run between batches."""
+LOSS_LOG_PERIOD_S = 2.0
+"""Lost transitions are logged at most this often (counted all the while)."""
 
 
 class LearnerNode(Node):
@@ -61,10 +72,14 @@ class LearnerNode(Node):
                                           self.learner.updates, self.learner.env_steps))
 
         self.writer = OnlineBagWriter(self.online_dir, max_bytes=self.cfg.learner.bag_max_bytes)
-        self.assembler = BagEpisodeAssembler(self.cfg, source=str(self.online_dir))
-        self.received = 0
+        self.intake = LiveIntake(self.cfg, self.writer.write_cdr, source=str(self.online_dir))
+        self.lost_reported, self.last_loss_log = 0, -LOSS_LOG_PERIOD_S
         self.metrics = MetricsLogger(self.run_dir)
-        self.create_subscription(Transition, topics.TRANSITIONS, self.on_transition, qos.TRANSITIONS)
+        message_bytes = transition_cdr_bytes(self.cfg.model.obs_dim, self.cfg.model.action_dim)
+        queue = qos.transitions_queue(max(1, INTAKE_QUEUE_BYTES // message_bytes))
+        self.queue_depth = queue.depth
+        self.transitions = self.create_subscription(Transition, topics.TRANSITIONS, self.on_transition, queue,
+                                                    raw=True)
         self.stop = threading.Event()
         self.trainer = threading.Thread(target=self.learner.run, args=(self.stop,), name="trainer", daemon=True)
         self.trainer.start()
@@ -74,20 +89,31 @@ class LearnerNode(Node):
         self.get_logger().info(f"learner: run folder {self.run_dir}, device {self.learner.device}, "
                                f"utd {self.cfg.agent.utd_ratio:g}, pretrain {self.cfg.learner.pretrain_updates}")
 
-    def on_transition(self, msg: Transition) -> None:
-        self.writer.write(msg)
-        self.received += 1
-        cut_short = self.assembler.close_others(msg.episode_id) if msg.step == 0 else []
-        for episode in cut_short + self.assembler.add(msg):
+    def on_transition(self, data: bytes, info: MessageInfo) -> None:
+        """The message the executor took, then whatever else waits, up to TAKE_BATCH (see there)."""
+        self.take(data, info)
+        handle = self.transitions.handle
+        with handle:  # as the executor holds it: the subscription is not destroyed while in use
+            for _ in range(TAKE_BATCH - 1):
+                taken = handle.take_message(Transition, True)
+                if taken is None:
+                    break
+                self.take(*taken)
+
+    def take(self, data: bytes, info: MessageInfo) -> None:
+        gid = info["publisher_gid"]
+        # logged at the time taken, not received: readers order a bag by log time, and a message DDS had to
+        # resend is received after later ones but taken in order
+        for episode in self.intake.add(data, bytes(gid["data"]) if gid else b"", info["publication_sequence_number"],
+                                       time.time_ns()):
             self.learner.add_online(episode)
-        for line in self.assembler.problems():
-            self.get_logger().warning(line)
 
     def publish_progress(self) -> None:
         learner = self.learner
         msg = LearnerProgress(updates=learner.updates, env_steps=learner.env_steps,
                               backlog_steps=learner.backlog_steps, pretraining=learner.pretraining,
-                              model_version=learner.version)
+                              model_version=learner.version, stored_transitions=self.intake.stored,
+                              lost_transitions=self.intake.lost)
         msg.header.stamp = self.get_clock().now().to_msg()
         self.progress_pub.publish(msg)
 
@@ -100,25 +126,38 @@ class LearnerNode(Node):
                                f"({published.env_steps} env steps)")
 
     def status(self) -> dict[str, float | int | str]:
-        learner = self.learner
+        learner, intake = self.learner, self.intake
         return {"updates": learner.updates, "updates_per_s": round(learner.updates_per_second(), 2),
                 "demo_steps": learner.replay.num_demo_steps(), "online_steps": learner.replay.num_online_steps(),
-                "transitions_received": self.received, "transitions_stored": self.writer.count,
+                "transitions_received": intake.received, "transitions_stored": intake.stored,
+                "transitions_lost": intake.lost, "transitions_missed": intake.missed,
+                "transitions_rejected": intake.rejected, "transitions_cut": intake.cut,
+                "open_episodes": intake.open_episodes, "queue_depth": self.queue_depth,
                 "episodes": learner.episodes_seen, "success_rate": round(learner.success_rate(), 3),
                 "model_version": learner.version, "env_steps": learner.env_steps,
                 **{k: round(v, 5) for k, v in learner.last_losses.items()}}
 
     def on_status(self) -> None:
         self.writer.flush()  # bounds what a crash can lose to the last second, even when no data arrives
+        for episode in self.intake.expire():
+            self.learner.add_online(episode)
         values = self.status()
         self.metrics.log(self.learner.updates, values)
+        lost_now, self.lost_reported = self.intake.lost - self.lost_reported, self.intake.lost
+        message = "pretraining" if self.learner.pretraining else "training"
         diag = DiagnosticArray(status=[DiagnosticStatus(
-            level=DiagnosticStatus.OK, name=f"{self.get_namespace().rstrip('/')}/tdmpc_learner",
-            hardware_id="tdmpc_ros", message="pretraining" if self.learner.pretraining else "training",
+            level=DiagnosticStatus.WARN if lost_now else DiagnosticStatus.OK,
+            name=f"{self.get_namespace().rstrip('/')}/tdmpc_learner", hardware_id="tdmpc_ros",
+            message=f"{message}; {lost_now} transitions lost in the last second" if lost_now else message,
             values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])])
         diag.header.stamp = self.get_clock().now().to_msg()
         self.diag_pub.publish(diag)
         now = time.monotonic()
+        if now - self.last_loss_log >= LOSS_LOG_PERIOD_S and (problems := self.intake.take_problems()):
+            self.last_loss_log = now
+            self.get_logger().warning(
+                f"transitions lost: {self.intake.lost} of {self.intake.stored + self.intake.lost} published to "
+                f"this learner; since the last report: " + "; ".join(problems))
         if now - self.last_log >= self.cfg.learner.log_every_s:
             self.last_log = now
             self.get_logger().info(
@@ -127,6 +166,9 @@ class LearnerNode(Node):
                 f"success {values['success_rate']:.0%} | model v{values['model_version']}")
 
     def destroy_node(self) -> None:
+        if not hasattr(self, "trainer"):  # Ctrl-C while being built (the context still destroys it): nothing ran
+            super().destroy_node()
+            return
         self.stop.set()
         # The first update of a process compiles the training graphs (up to about a minute): nothing has been
         # learned here yet, so do not wait for it; the daemon thread ends with the process.

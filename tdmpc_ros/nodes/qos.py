@@ -8,3 +8,15 @@ LATCHED = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=Relia
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 # Joint states and commands: the newest sample matters.
 STATE = QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
+
+MAX_QUEUE_DEPTH = 5000
+"""Deepest subscriber queue that still drops its oldest message when full. A Fast DDS reader holds at most 5000
+samples (its default resource limit, kept by rmw_fastrtps): past that it stops acknowledging, so a reliable
+writer blocks and then fails to publish ("cannot publish data"), which a publisher (a controller) must never."""
+
+
+def transitions_queue(depth: int) -> QoSProfile:
+    """TRANSITIONS for a subscriber that queues up to `depth` messages (at most MAX_QUEUE_DEPTH; depth is each
+    end's own, so it still matches)."""
+    return QoSProfile(depth=min(depth, MAX_QUEUE_DEPTH), history=TRANSITIONS.history,
+                      reliability=TRANSITIONS.reliability)
