@@ -11,6 +11,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "control": ("tdmpc_ros.cli.bench_control", "controller node vs PyBullet arm: tick period, plan latency, misses"),
     "sim": ("tdmpc_ros.cli.bench_sim", "ReachEnv steps/s, scripted expert success rate, arm node /joint_states rate"),
     "plan": ("tdmpc_ros.cli.bench_plan", "MPPI plan-call latency (p50/p99) per preset, backend (torch/onnx) and device"),
+    "intake": ("tdmpc_ros.cli.bench_intake", "learner node under R transitions/s: stored, lost, CPU, RSS"),
     "soak": ("tdmpc_ros.cli.bench_soak", "nodes for M minutes: period, misses, updates/s, RSS growth, data kept"),
     "learn": ("tdmpc_ros.cli.bench_learn", "demos + online MPPI on ReachEnv per seed: env steps to 90% success, curve PNG"),
 }
