@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from diagnostic_msgs.msg import DiagnosticArray
     from domain_coordinator import domain_id
     from rclpy.executors import SingleThreadedExecutor
+    from rclpy.subscription import RCLError
 
     from tdmpc_ros import topics
     from tdmpc_ros.cli.bench_soak import count_bag_messages, rss_mb
@@ -122,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
                 raise failed("the learner never trained")
             updates0, cpu0, start = progress[-1].updates, cpu_seconds(proc.pid), time.monotonic()
             rss = [rss_mb(proc.pid)]
-            published, next_rss = 0, start
+            published, refused, next_rss = 0, 0, start
             total = int(args.rate * args.seconds)
             messages = [Transition(observation=array.array("f", [0.1] * obs_dim),
                                    next_observation=array.array("f", [0.2] * obs_dim),
@@ -130,9 +131,9 @@ def run(args: argparse.Namespace) -> int:
                         for _ in range(args.arms)]  # one per arm, refilled for each step
             steps = [0] * args.arms
             episodes = [arm << 32 for arm in range(args.arms)]  # each arm its own ids: the bags stay readable
-            while published < total:
+            while published + refused < total:
                 now = time.monotonic()
-                due = start + published / args.rate
+                due = start + (published + refused) / args.rate
                 if due > now:
                     time.sleep(due - now)
                 arm = published % args.arms
@@ -140,7 +141,11 @@ def run(args: argparse.Namespace) -> int:
                 msg.episode_id, msg.step = episodes[arm], steps[arm]
                 msg.truncated = steps[arm] == args.episode_steps - 1
                 msg.header.stamp = node.get_clock().now().to_msg()
-                pubs[arm].publish(msg)
+                try:
+                    pubs[arm].publish(msg)
+                except RCLError:  # DDS backpressure: the learner acknowledged too late; it never got this one
+                    refused += 1
+                    continue
                 published += 1
                 steps[arm] += 1
                 if msg.truncated:
@@ -176,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
     result = {
         "rate": args.rate, "seconds": args.seconds, "obs_dim": obs_dim, "arms": args.arms,
         "episode_steps": args.episode_steps, "queue_depth": queue_depth,
-        "published": published, "published_per_s": round(published / streamed, 1),
+        "published": published, "published_per_s": round(published / streamed, 1), "publish_refused": refused,
         "received": counts["received"], "stored": last.stored_transitions, "stored_in_bags": in_bags,
         "lost": last.lost_transitions, "lost_breakdown": {k: counts[k] for k in ("missed", "rejected", "cut")},
         "unaccounted": published - last.stored_transitions - last.lost_transitions,
