@@ -198,6 +198,22 @@ def test_step_jumps_duplicates_and_restarts_cut_the_episode_short():
 
 
 @pytest.mark.unit
+def test_a_controller_first_heard_mid_episode_is_kept_from_there():
+    """A learner (re)started while a controller is mid-episode keeps the rest of that episode: a whole tail."""
+    rec = Recorder()
+    rec.send(cdr(transition(4, 1, observation=[])), seq=900)  # rejected: the first accepted message counts
+    for step in range(30, 35):
+        rec.send(cdr(transition(4, step, last=step == 34)))
+    for step in (0, 1, 5, 6):
+        rec.send(cdr(transition(5, step)))
+    rec.now = 1e9
+    got = rec.episodes + rec.intake.expire()
+    assert [(e.episode_id, len(e), round(float(e.observations[0, 0]), 3)) for e in got] == [(4, 5, 30.1),
+                                                                                              (5, 2, 0.1)]
+    assert (rec.intake.stored, rec.intake.cut, rec.intake.rejected, rec.intake.missed) == (7, 2, 1, 0)
+
+
+@pytest.mark.unit
 def test_open_episodes_are_capped_in_number_and_age():
     cfg = config_from_dict({"learner": {"max_open_episodes": 4, "open_episode_timeout_s": 10.0}})
     rec = Recorder(cfg)
@@ -391,6 +407,7 @@ def test_malformed_transitions_never_kill_the_learner(tmp_path, demo_dir, rclpy_
         for arm in range(max_open + 4):  # more controllers mid-episode than the cap
             for step in range(3):
                 feeder.publish(arm, transition(5 * 10**6 + arm, step))
+        assert feeder.wait(feeder.accounted, 30)  # each controller heard from before the flood
         # typed messages with one bad field each, interleaved with a good episode that must survive them
         bad = [dict(observation=[]), dict(observation=[0.1] * (OBS + 1)), dict(action=[0.0] * (ACT - 1)),
                dict(next_observation=[0.1] * 5), dict(reward=math.nan), dict(reward=-math.inf),

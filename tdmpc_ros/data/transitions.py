@@ -161,7 +161,7 @@ class BagEpisodeAssembler:
 
 
 def _episode(episode_id: int, seq: list[_Step], cut_short: bool, source: str) -> Episode:
-    """The Episode of consecutive steps 0..T-1; `cut_short`: the data ended before its final step."""
+    """The Episode of consecutive steps; `cut_short`: the data ended before its final step."""
     return Episode(episode_id, np.stack([s.observation for s in seq] + [seq[-1].next_observation]),
                    np.stack([s.action for s in seq]), np.array([s.reward for s in seq], np.float32),
                    terminated=seq[-1].terminated, truncated=seq[-1].truncated or cut_short,
@@ -243,9 +243,12 @@ class _Stream:
     """One publisher (a controller): the last sequence number it was heard with and its open episode."""
 
     last_seq: int | None = None
+    heard: bool = False
+    """Whether a message of it was accepted yet."""
     episode_id: int = 0
+    first_step: int = 0
     steps: list[_Step] = field(default_factory=list)
-    """Steps 0..n-1 of the open episode, stored in the bag; empty when none is open."""
+    """Steps first_step.. of the open episode, stored in the bag; empty when none is open."""
     last_seen: float = 0.0
     """When it last sent anything."""
     last_stored: float = 0.0
@@ -260,7 +263,8 @@ class LiveIntake:
     from it); a missed message, or a step out of order, closes the stream's open episode as cut short at its
     last consecutive step, and the rest of that episode is not stored (counted `cut`), so replay and the bags
     never hold a spliced episode. A new episode id closes the previous one as cut short (the arm reset before
-    its final step). A malformed message (undecodable, sizes not the config's, NaN/inf, step beyond the
+    its final step). The first episode heard from a publisher may start past step 0 (the learner started while
+    that controller was mid-episode): it is kept from there, a whole tail. A malformed message (undecodable, sizes not the config's, NaN/inf, step beyond the
     episode limit) is rejected before it changes any episode or the bag. Open episodes are capped in number
     (`learner.max_open_episodes`, oldest closed first) and in age (`learner.open_episode_timeout_s`, by
     `expire`), each in length by `task.max_episode_steps`.
@@ -315,18 +319,19 @@ class LiveIntake:
             self._problem(f"rejected ({exc.kind})", 1, str(exc))
             return done
         why = "its earlier steps were not stored"
-        if stream.steps and (episode_id != stream.episode_id or step != len(stream.steps)):
+        expected = stream.first_step + len(stream.steps)
+        if stream.steps and (episode_id != stream.episode_id or step != expected):
             if episode_id == stream.episode_id:
-                why = f"it came after step {len(stream.steps) - 1}"
+                why = f"it came after step {expected - 1}"
             done += self._close(stream, cut_short=True)  # a new episode, or a step out of order in this one
         if not stream.steps:
-            if step != 0:
+            if step != 0 and stream.heard:
                 self.cut += 1
                 self._problem("not stored after a break in their episode", 1,
                               f"episode {episode_id} step {step}: {why}")
                 return done
             done += self._make_room(stream)
-            stream.episode_id = episode_id
+            stream.episode_id, stream.first_step, stream.heard = episode_id, step, True
         stream.steps.append(contents)
         stream.last_stored = stream.last_seen
         end = contents.terminated or contents.truncated
