@@ -503,31 +503,51 @@ def synthetic_recording(kin: ArmKinematics, command_type: str):
 
 
 def expected_raw_episodes(kin, states, commands, goals) -> list[Episode]:
+    """What the controller would have sent, worked out apart from data/raw.py: a step per command, closed by the
+    state at the next command (a goal's last one by the newest state before the next goal, kept if that ends the
+    episode); an ended episode is followed at the same command by the next one on the same goal."""
     task, scale = ReachTask(CFG.task), CFG.task.action_scale
+    state_at = lambda t: states[min(int(t // 10_000_000), len(states) - 1)]  # states every 10 ms from 0
     episodes = []
+
+    def finish(obs, actions, rewards, terminated):
+        episodes.append(Episode(len(episodes), np.stack(obs), np.stack(actions), rewards, terminated=terminated,
+                                truncated=not terminated))
+
     for index, (start, goal) in enumerate(goals):
         end = goals[index + 1][0] if index + 1 < len(goals) else np.inf
         cmds = [(t, c) for t, c in commands if start <= t < end]
-        # state at or before t: states are every 10 ms from 0
-        obs, ees = [], []
-        for t, _ in cmds:
-            _, q, qd = states[int(t // 10_000_000)]
-            ees.append(kin.fk(q))
-            obs.append(task.observation(q, qd, ees[-1], goal))
-        previous = np.clip(states[int(cmds[0][0] // 10_000_000)][1], kin.safe_lower, kin.safe_upper)
-        actions = []
-        for _, c in cmds:
+        obs, actions, rewards, streak, previous = [], [], [], 0, None
+
+        def close(o, ee):
+            """The step's outcome observed in o: whether it ends the episode (terminated, ended)."""
+            nonlocal streak
+            distance = np.linalg.norm(goal - ee)
+            obs.append(o)
+            rewards.append(-distance)
+            streak = streak + 1 if distance <= CFG.task.success_radius else 0
+            terminated = streak >= CFG.task.success_hold_steps
+            return terminated, terminated or len(actions) >= CFG.task.max_episode_steps
+
+        for t, c in cmds:
+            _, q, qd = state_at(t)
+            ee = kin.fk(q)
+            o = task.observation(q, qd, ee, goal)
+            if not actions:
+                obs = [o]
+            elif (outcome := close(o, ee))[1]:
+                finish(obs, actions, rewards, outcome[0])
+                obs, actions, rewards, streak, previous = [o], [], [], 0, None
+            if previous is None:
+                previous = np.clip(q, kin.safe_lower, kin.safe_upper)
             actions.append(np.clip((c - previous) / scale, -1, 1))
             previous = c
-        rewards, streak, steps = [], 0, len(cmds) - 1
-        for k in range(1, len(cmds)):
-            rewards.append(-np.linalg.norm(goal - ees[k]))
-            streak = streak + 1 if np.linalg.norm(goal - ees[k]) <= CFG.task.success_radius else 0
-            if streak >= CFG.task.success_hold_steps:
-                steps = k
-                break
-        episodes.append(Episode(index, np.stack(obs[:steps + 1]), np.stack(actions[:steps]), rewards[:steps],
-                                terminated=steps < len(cmds) - 1, truncated=steps == len(cmds) - 1))
+        _, q, qd = state_at(min(end, 1e18) - 1)  # the newest state before the next goal
+        outcome = close(task.observation(q, qd, kin.fk(q), goal), kin.fk(q)) if actions else (False, False)
+        if outcome[1]:
+            finish(obs, actions, rewards, outcome[0])
+        elif len(actions) > 1:  # the last command's outcome was not seen: cut short before it
+            finish(obs[:len(actions)], actions[:-1], rewards[:len(actions) - 1], False)
     return episodes
 
 
@@ -541,7 +561,8 @@ def test_raw_recording_rebuilds_the_controllers_transitions_exactly(tmp_path, co
         expected = expected_raw_episodes(kin, states, commands, goals)
     finally:
         kin.close()
-    assert [(e.terminated, len(e)) for e in expected] == [(False, 23), (True, 4)]  # the second one succeeds
+    # the second goal is reached in 4 steps; the arm stays there, so each next episode on it succeeds in 3
+    assert [(e.terminated, len(e)) for e in expected] == [(False, 23), (True, 4)] + [(True, 3)] * 7
     assert not report.skipped, report.summary()
     assert_same(report.episodes, expected)
     assert np.array_equal(report.episodes[0].stamps_ns, [t for t, _ in commands[:23]])
@@ -570,7 +591,7 @@ def test_raw_recording_problems_are_reported(tmp_path):
     assert "/no_goal: no tdmpc_ros/msg/Transition topic, and not a raw recording: missing /goal" in lines[1]
     assert lines[0].endswith("/nan_command [/forward_position_controller/commands]: 1 commands skipped: "
                              "command holds NaN/inf")
-    assert [len(e) for e in report.episodes] == [22, 4]  # the bad command is left out, the rest still loads
+    assert [len(e) for e in report.episodes] == [22, 4] + [3] * 7  # the bad command is left out, the rest loads
 
 
 def test_crashed_bag_copy_without_metadata_reads_and_folder_of_many_bags(tmp_path):

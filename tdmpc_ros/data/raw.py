@@ -1,11 +1,14 @@
 """Episodes rebuilt from raw recordings: /joint_states, the joint command topic and /goal, as any ROS 2 arm
 (or a human teleoperating it) produces them, turned into the transitions the controller would have sent.
 
-A step happens at each command. Its observation comes from the latest joint state at or before the command
-(log time), its action is the command's change of target scaled to [-1, 1], and its reward and end come
-from the state at the next command, as the controller's tick closes a step. A new goal starts an episode;
-the first command of an episode moves from the measured position clipped to the safe joint limits, as the
-controller's first target does.
+The controller's own episode logic (control/episode.py's EpisodeSteps) runs over the recording: a step happens
+at each command; its observation comes from the latest joint state at or before the command (log time), its
+action is the command's change of target scaled to [-1, 1], and the state at the next command closes it (the
+last command of a goal is closed by the newest state before the next goal, kept only if that ends the episode,
+as a reset after an episode's end follows it). A goal starts an episode; an episode the task ends is followed at
+once by the next on the same goal, as on an arm without resets; a bad joint state cuts the episode short there,
+as the controller's fault hold does. Each episode's first command moves from the measured position clipped to
+the safe joint limits, as the controller's first target does.
 """
 from __future__ import annotations
 
@@ -14,9 +17,9 @@ import math
 import numpy as np
 
 from tdmpc_ros.config import TaskConfig
+from tdmpc_ros.control.episode import EpisodeSteps, Transition
 from tdmpc_ros.control.state import JointSample, read_joints
 from tdmpc_ros.data.episode import Episode
-from tdmpc_ros.task import EpisodeTracker, ReachTask
 from tdmpc_ros.topics import COMMAND_TOPICS, GOAL, JOINT_STATES
 
 JOINT_STATE = "sensor_msgs/msg/JointState"
@@ -102,46 +105,61 @@ class RawRecording:
         early = bisect.bisect_left(command_times, goals[0][0]) if goals else len(commands)
         if early:
             problems.append((topic, f"{early} commands before the first goal ignored", None))
+        steps = EpisodeSteps(self.task_cfg, kinematics.safe_lower, kinematics.safe_upper, kinematics.fk)
         episodes = []
         for index, ((start, goal), end) in enumerate(zip(goals, ends)):  # bisect: linear in goals and commands
-            in_episode = commands[bisect.bisect_left(command_times, start):bisect.bisect_left(command_times, end)]
-            episode, reason = self._episode(index, goal, in_episode, joints, joint_times, kinematics, source)
-            if episode is not None:
-                episodes.append(episode)
-            elif reason:
+            in_goal = commands[bisect.bisect_left(command_times, start):bisect.bisect_left(command_times, end)]
+            built, reason = self._goal_episodes(steps, goal, in_goal, end, joints, joint_times, source)
+            episodes += built
+            if reason:
                 problems.append((topic, reason, f"goal {index}"))
         return episodes, problems
 
-    def _episode(self, index, goal, commands, joints, joint_times, kinematics, source):
-        task, tracker = ReachTask(self.task_cfg), EpisodeTracker(self.task_cfg)
-        observations, actions, rewards, stamps = [], [], [], []
-        last_target, ended = None, False
-        terminated = False
+    def _goal_episodes(self, steps: EpisodeSteps, goal, commands, end, joints, joint_times, source):
+        """The episodes of one goal's commands (up to log time `end`), and a problem to report or None."""
+        steps.begin(goal)
+        episodes, reason = [], None
+        transitions: list[Transition] = []
+        stamps: list[int] = []  # of the commands stepped in the open episode
+
+        def close(cut_short: bool) -> None:
+            if transitions:
+                episodes.append(_episode(transitions, stamps, cut_short, source))
+            transitions.clear()
+            stamps.clear()
+            steps.begin()
+
         for stamp, target in commands:
             at = bisect.bisect_right(joint_times, stamp) - 1
             if at < 0:
                 continue  # recording began between commands and states: start at the first state
             state = read_joints(joints[at][1], self.names, joints[at][1].received, math.inf)
             if isinstance(state, str):
-                return None, f"bad joint state before command at {stamp} ns: {state}"
+                reason = reason or f"bad joint state before command at {stamp} ns: {state}; episode cut short there"
+                close(cut_short=True)
+                continue
             q, qd = state
-            ee = kinematics.fk(q)
-            observations.append(task.observation(q, qd, ee, goal))
-            if actions:  # this state is the outcome of the previous command
-                rewards.append(task.reward(ee, goal))
-                terminated, truncated = tracker.step(task.within_radius(ee, goal))
-                if terminated or truncated:
-                    ended = True
-                    break
-            if last_target is None:
-                last_target = np.clip(q, kinematics.safe_lower, kinematics.safe_upper)
-            actions.append(np.clip((target - last_target) / self.task_cfg.action_scale, -1.0, 1.0))
+            if (transition := steps.observe(q, qd)) is not None:
+                transitions.append(transition)
+            if steps.ended:
+                close(cut_short=False)
+            applied = np.clip((target - steps.base_target(q)) / self.task_cfg.action_scale, -1.0, 1.0)
+            steps.act(target, applied)
             stamps.append(stamp)
-            last_target = target
-        if not ended and actions:  # the last command's outcome was never observed
-            actions, stamps = actions[:-1], stamps[:-1]
-        if not actions:
-            return None, "fewer than two commands: no complete step"
-        return Episode(index, np.stack(observations[:len(actions) + 1]), np.stack(actions),
-                       np.array(rewards[:len(actions)], np.float32), terminated=terminated,
-                       truncated=not terminated, stamps_ns=np.array(stamps, np.int64), source=source), None
+        at = bisect.bisect_left(joint_times, end) - 1  # the newest state before the next goal
+        if stamps and at >= 0 and joint_times[at] > stamps[-1]:
+            state = read_joints(joints[at][1], self.names, joints[at][1].received, math.inf)
+            if not isinstance(state, str) and (transition := steps.observe(*state)) is not None and steps.ended:
+                transitions.append(transition)
+        close(cut_short=not steps.ended)
+        if not episodes and reason is None:
+            reason = "fewer than two commands: no complete step"
+        return episodes, reason
+
+
+def _episode(transitions: list[Transition], stamps: list[int], cut_short: bool, source: str) -> Episode:
+    last = transitions[-1]
+    return Episode(last.episode_id, np.stack([t.observation for t in transitions] + [last.next_observation]),
+                   np.stack([t.action for t in transitions]), np.array([t.reward for t in transitions], np.float32),
+                   terminated=last.terminated, truncated=last.truncated or cut_short,
+                   stamps_ns=np.array(stamps[:len(transitions)], np.int64), source=source)

@@ -1,9 +1,10 @@
-"""The reach task on the simulated arm as a gymnasium env, with the controller's exact action interface.
+"""The reach task on the simulated arm as a gymnasium env, with the controller's exact action interface and
+episode logic.
 
-Per step: target = apply_action(a, last target, measured q, safe limits, task.action_scale,
-controller.max_tracking_error); the PD arm tracks it for one control period; the observation is
-ReachTask.observation from the measured joints (end effector by the shared kinematics); the reward and the
-success hold use the true end effector. `info["action"]` is the applied action: what the learner trains on.
+Per step: target = apply_action(a, the base target, measured q, safe limits, task.action_scale,
+controller.max_tracking_error); the PD arm tracks it for one control period; the observation, reward and end
+come from control/episode.py's EpisodeSteps on the measured joints (end effector by the shared kinematics), as
+the controller judges them on the real arm. `info["action"]` is the applied action: what the learner trains on.
 """
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ import gymnasium as gym
 import numpy as np
 
 from tdmpc_ros.config import Config
+from tdmpc_ros.control.episode import EpisodeSteps
 from tdmpc_ros.data.episode import Episode
 from tdmpc_ros.sim.arm import Arm
-from tdmpc_ros.task import EpisodeTracker, ReachTask, apply_action
+from tdmpc_ros.task import apply_action
 
 
 class ReachEnv(gym.Env):
@@ -25,21 +27,25 @@ class ReachEnv(gym.Env):
 
     def __init__(self, cfg: Config | None = None):
         self.cfg = cfg or Config()
-        self.task = ReachTask(self.cfg.task)
-        self.tracker = EpisodeTracker(self.cfg.task)
         self.arm = Arm(self.cfg.task, self.cfg.sim)
         self.kinematics = self.arm.kinematics
+        self.episode = EpisodeSteps(self.cfg.task, self.kinematics.safe_lower, self.kinematics.safe_upper,
+                                    self.kinematics.fk)
+        self.task = self.episode.task
         n = self.cfg.task.action_dim
         self.action_space = gym.spaces.Box(-1.0, 1.0, (n,), np.float32)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (self.task.obs_dim,), np.float32)
-        self.goal = np.zeros(3)
         self.q = np.zeros(n)  # measured joint positions of the latest observation
         self._seeded = False
 
     @property
+    def goal(self) -> np.ndarray:
+        return self.episode.goal
+
+    @property
     def target(self) -> np.ndarray:
-        """The current joint position target (the held reset pose before the first step)."""
-        return self.arm.target
+        """The joint position target the next step moves from (the measured reset pose before the first step)."""
+        return self.episode.base_target(self.q)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         """New episode: home pose plus noise, a goal from task.sample_goal (or options["goal"])."""
@@ -48,33 +54,30 @@ class ReachEnv(gym.Env):
         super().reset(seed=seed)
         self._seeded = True
         self.arm.reset(self.np_random)
-        self.goal = self.task.sample_goal(self.np_random)
-        if options and "goal" in options:
-            self.goal = np.asarray(options["goal"], np.float64)
-        self.tracker.reset()
-        obs, ee = self._observe()
-        return obs, {"success": False, "distance": self.task.distance(ee, self.goal), "q": self.q, "target": self.arm.target.copy()}
+        goal = self.task.sample_goal(self.np_random)
+        self.episode.begin(options["goal"] if options and "goal" in options else goal)
+        self._observe()
+        return self.episode.observation, {"success": False, "distance": self.episode.distance(), "q": self.q,
+                                          "target": self.arm.target.copy()}
 
     def step(self, action):
         cfg = self.cfg
-        target, applied = apply_action(action, self.arm.target, self.q, self.kinematics.safe_lower,
+        target, applied = apply_action(action, self.target, self.q, self.kinematics.safe_lower,
                                        self.kinematics.safe_upper, cfg.task.action_scale,
                                        cfg.controller.max_tracking_error)
+        self.episode.act(target, applied)
         self.arm.set_target(target)
         self.arm.step_control_period()
-        obs, ee = self._observe()
-        terminated, truncated = self.tracker.step(self.task.within_radius(ee, self.goal))
-        info = {"success": terminated, "distance": self.task.distance(ee, self.goal), "action": applied,
-                "q": self.q, "target": target}
-        return obs, self.task.reward(ee, self.goal), terminated, truncated, info
+        t = self._observe()
+        info = {"success": t.terminated, "distance": self.episode.distance(), "action": applied, "q": self.q,
+                "target": target}
+        return t.next_observation, t.reward, t.terminated, t.truncated, info
 
-    def _observe(self) -> tuple[np.ndarray, np.ndarray]:
-        """Observation from the measured joints, and the true end effector (for reward and success)."""
-        q_true, qd, _ = self.arm.state()
-        self.q = self.arm.noisy(q_true)
-        ee = self.kinematics.fk(self.q)
-        obs = self.task.observation(self.q, qd, ee, self.goal)
-        return obs, ee if self.q is q_true else self.kinematics.fk(q_true)
+    def _observe(self):
+        """Take in the measured joints (with sensor noise, as a joint state reports them)."""
+        q, qd, _ = self.arm.measured()
+        self.q = q
+        return self.episode.observe(q, qd)
 
     def close(self) -> None:
         self.arm.close()
