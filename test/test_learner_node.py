@@ -4,13 +4,14 @@ from __future__ import annotations
 import re
 import signal
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ros_helpers import spin_until, start_node, stop
 from tdmpc_ros import topics
-from tdmpc_ros.config import Config
+from tdmpc_ros.config import Config, load_config
 from tdmpc_ros.data.bags import read_episodes, write_transition_bag
 from tdmpc_ros.learning.checkpoint import load_checkpoint
 from tdmpc_ros.msg import LearnerProgress, ModelUpdate, Transition
@@ -130,3 +131,30 @@ def test_sigint_while_the_first_update_compiles_stops_at_once(tmp_path, demo_dir
     assert "first update took" not in log.read_text()  # still compiling
     assert stop(proc, timeout=15.0) == 0, log.read_text()[-3000:]  # SIGKILLed (-9) if not out within 15 s
     assert "stopping during the first update (compiling the training graphs)" in log.read_text()
+
+
+def test_without_demos_it_learns_online_from_scratch_under_ros_home(tmp_path, rclpy_context):
+    """No demos: a WARN, the untrained model handed over at once (the controller explores with it), training on
+    online data alone; relative paths land under $ROS_HOME, with the run's resolved config."""
+    ros_home = tmp_path / "ros_home"
+    proc = start_node("learner_node", {**FAST, "learner.run_dir": "runs/scratch", "learner.demos": ["no_demos"]},
+                      tmp_path / "learner.log", env={"ROS_HOME": str(ros_home)})
+    peer = Peer(rclpy_context)
+    try:
+        assert spin_until(peer.node, lambda: len(peer.updates) >= 1, 120), (tmp_path / "learner.log").read_text()
+        first = peer.updates[0]
+        assert first.version == 1 and first.updates == 0  # the untrained model, before any data
+        run_dir = ros_home / "runs" / "scratch"
+        assert Path(first.path).parent == run_dir / "checkpoints"
+        assert load_config(run_dir / "config.yaml").learner.demos == ["no_demos"]
+        text = (tmp_path / "learner.log").read_text()
+        assert "WARN" in text and f"no demos in ['{ros_home / 'no_demos'}']: learning online from scratch" in text
+        assert spin_until(peer.node, lambda: peer.node.count_subscribers(topics.TRANSITIONS) > 0, 60)
+        peer.send_episodes(1, first_id=0)
+        # online data alone is trained on (no demo pretraining to wait for), and a newer model follows
+        assert spin_until(peer.node, lambda: peer.progress and peer.progress[-1].env_steps == STEPS_PER_EPISODE
+                          and peer.progress[-1].updates >= STEPS_PER_EPISODE and not peer.progress[-1].pretraining,
+                          300), (tmp_path / "learner.log").read_text()[-3000:]
+        assert spin_until(peer.node, lambda: max(u.version for u in peer.updates) > 1, 120)
+    finally:
+        assert stop(proc) == 0

@@ -134,7 +134,8 @@ class Learner:
     # -- training -----------------------------------------------------------------------------------------
     @property
     def pretraining(self) -> bool:
-        return self.updates < self.cfg.learner.pretrain_updates
+        """RLPD's demo-only start; without demos there is nothing to pretrain on, and learning is online only."""
+        return self.updates < self.cfg.learner.pretrain_updates and self.replay.num_demo_steps() > 0
 
     @property
     def backlog_steps(self) -> int:

@@ -45,20 +45,29 @@ LOSS_LOG_PERIOD_S = 2.0
 """Lost transitions are logged at most this often (counted all the while)."""
 
 
+def under_ros_home(path: str) -> Path:
+    """A data path from the config: relative ones resolve under $ROS_HOME (default ~/.ros), where ROS tools
+    keep their files, not under whatever folder the node was started from."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else Path(os.environ.get("ROS_HOME", "~/.ros")).expanduser() / path
+
+
 class LearnerNode(Node):
     def __init__(self):
         super().__init__("learner")
-        self.cfg = declare_config(self)
+        self.cfg = declare_config(self, ("model", "agent", "planner", "task", "learner"))
         torch.set_num_threads(1)  # shares the machine with the controller and the arm
-        self.run_dir = Path(self.cfg.learner.run_dir).resolve()
+        self.run_dir = under_ros_home(self.cfg.learner.run_dir).resolve()
         self.online_dir = self.run_dir / "online"
+        self.metrics = MetricsLogger(self.run_dir, config=self.cfg)  # the resolved config first, before any data
         log = self.get_logger().info
         self.update_pub = self.create_publisher(ModelUpdate, topics.MODEL_UPDATES, qos.LATCHED)
         self.diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
         self.progress_pub = self.create_publisher(LearnerProgress, topics.LEARNER_PROGRESS, 10)
 
         self.learner = Learner(self.cfg, self.run_dir, log=log, on_publish=self.publish_update)
-        demos = read_episodes([Path(d) for d in self.cfg.learner.demos], self.cfg)
+        demo_dirs = [under_ros_home(d) for d in self.cfg.learner.demos]
+        demos = read_episodes(demo_dirs, self.cfg)
         self.get_logger().info("demos: " + demos.summary())
         self.learner.add_demos(demos.episodes)
         if self.online_dir.exists():
@@ -70,11 +79,18 @@ class LearnerNode(Node):
             resumed = dict(self.learner.store.versions())[self.learner.version]  # not a newer, damaged one
             self.publish_update(Published(self.learner.version, str(resumed), file_sha256(resumed),
                                           self.learner.updates, self.learner.env_steps))
+        elif not demos.episodes:
+            # Nothing to pretrain on: hand the controller the untrained model at once, so it explores and the
+            # learner learns online from scratch (slower than from demos; record some with `tdmpc-ros demos`).
+            self.get_logger().warning(
+                f"no demos in {[str(d) for d in demo_dirs]}: learning online from scratch, exploring with the "
+                "untrained model (record demos with `tdmpc-ros demos --out DIR` and pass demos:=DIR to start "
+                "from them)")
+            self.learner.checkpoint()
 
         self.writer = OnlineBagWriter(self.online_dir, max_bytes=self.cfg.learner.bag_max_bytes)
         self.intake = LiveIntake(self.cfg, self.writer.write_cdr, source=str(self.online_dir))
         self.lost_reported, self.last_loss_log = 0, -LOSS_LOG_PERIOD_S
-        self.metrics = MetricsLogger(self.run_dir)
         message_bytes = transition_cdr_bytes(self.cfg.model.obs_dim, self.cfg.model.action_dim)
         queue = qos.transitions_queue(max(1, INTAKE_QUEUE_BYTES // message_bytes))
         self.queue_depth = queue.depth
@@ -86,7 +102,8 @@ class LearnerNode(Node):
         self.last_log = time.monotonic()
         self.create_timer(1.0, self.on_status)
         self.create_timer(PROGRESS_PERIOD_S, self.publish_progress)
-        self.get_logger().info(f"learner: run folder {self.run_dir}, device {self.learner.device}, "
+        self.get_logger().info(f"learner: writing to {self.run_dir} (relative paths are under $ROS_HOME), device "
+                               f"{self.learner.device}, "
                                f"utd {self.cfg.agent.utd_ratio:g}, pretrain {self.cfg.learner.pretrain_updates}")
 
     def on_transition(self, data: bytes, info: MessageInfo) -> None:
@@ -167,6 +184,8 @@ class LearnerNode(Node):
 
     def destroy_node(self) -> None:
         if not hasattr(self, "trainer"):  # Ctrl-C while being built (the context still destroys it): nothing ran
+            if hasattr(self, "metrics"):
+                self.metrics.close()
             super().destroy_node()
             return
         self.stop.set()
