@@ -292,6 +292,8 @@ class ControllerConfig(_Section):
     max_checkpoint_bytes: int = checked(8 * 1024**3, ge=1)
     """Largest checkpoint file a node will read (checked with stat before reading; the 317m preset with its
     optimiser state is about 5 GB)."""
+    weights_timeout_s: float = checked(30.0, gt=0.0)
+    """A model arriving over model_weights whose pieces are not all in after this long is dropped (s)."""
 
 
 @dataclass
@@ -318,6 +320,11 @@ class LearnerConfig(_Section):
     """Live episodes the learner assembles at once; beyond it the oldest is closed as cut short."""
     open_episode_timeout_s: float = checked(120.0, gt=0.0)
     """An episode with no new transition for this long is closed as cut short (s)."""
+    weights_transport: str = checked("dds", choices=("dds", "file"))
+    """How new models reach controllers: dds (the checkpoint's bytes on model_weights, so a controller on
+    another machine needs nothing of this one's filesystem) or file (only the path, one machine)."""
+    weights_chunk_bytes: int = checked(4 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+    """Largest piece of a model in one model_weights message (bigger models go in several)."""
 
 
 @dataclass
