@@ -1,7 +1,8 @@
 """Topic and service names shared by nodes, bags and tests. Relative names, so a launch namespace applies."""
 
 JOINT_STATES = "joint_states"
-GOAL = "goal"                        # geometry_msgs/PointStamped, one per episode
+GOAL = "goal"                        # geometry_msgs/PointStamped, one per arm reset
+CLOCK = "/clock"                     # rosgraph_msgs/Clock: the lockstep sim arm's time (global, as ROS expects)
 TRANSITIONS = "transitions"          # tdmpc_ros/msg/Transition, one per control step
 MODEL_UPDATES = "model_updates"      # tdmpc_ros/msg/ModelUpdate
 PLANNER_STATUS = "planner_status"    # tdmpc_ros/msg/PlannerStatus
@@ -15,7 +16,11 @@ COMMAND_TOPICS = {
     "joint_state": "joint_command",                                  # Isaac Sim ROS 2 bridge
 }
 
-# Services
-SIM_RESET = "reset"                  # std_srvs/Trigger on the arm: new episode, new goal
-CONTROLLER_ENABLE = "controller/enable"  # std_srvs/SetBool
-CONTROLLER_RESET = "controller/reset"    # std_srvs/Trigger: new episode id, planner warm start cleared
+# Services. A node's own services have private names (~/name, under the node's name); other nodes reach those
+# of the arm.launch.py nodes as <node name>/<service>.
+ENABLE = "~/enable"                      # std_srvs/SetBool on the controller
+RESET = "~/reset"                        # std_srvs/Trigger: the controller ends its episode now; the sim arm
+                                         # resets (new home pose and goal)
+CONTROLLER_ENABLE = "controller/enable"
+CONTROLLER_RESET = "controller/reset"
+ARM_RESET = "arm/reset"                  # the controller calls it at each episode's end, where it is offered

@@ -18,8 +18,6 @@ from tdmpc_ros.task import ReachTask
 pytestmark = pytest.mark.ros
 
 BASE = {"sim.home_noise": 0.0}
-# no episode end (success or step limit) resets the arm while a test streams commands
-NO_EPISODE_END = {"task.max_episode_steps": 100000, "task.success_radius": 1e-6}
 CFG = load_config(CONFIG, {"sim": {"home_noise": 0.0}})
 NAMES = list(CFG.task.joint_names)
 HOME = np.array(CFG.sim.home)
@@ -33,6 +31,7 @@ class Probe:
         import rclpy
         from geometry_msgs.msg import PointStamped
         from rclpy.executors import SingleThreadedExecutor
+        from rosgraph_msgs.msg import Clock
         from sensor_msgs.msg import JointState
         from std_msgs.msg import Float64MultiArray
         from std_srvs.srv import Trigger
@@ -43,16 +42,17 @@ class Probe:
         self.node = rclpy.create_node("probe", context=context)
         self.executor = SingleThreadedExecutor(context=context)
         self.executor.add_node(self.node)
-        self.states, self.goals = [], []
+        self.states, self.goals, self.clock = [], [], []
         self.node.create_subscription(JointState, topics.JOINT_STATES, self.states.append, qos.STATE)
         self.node.create_subscription(PointStamped, topics.GOAL, self.goals.append, qos.LATCHED)
+        self.node.create_subscription(Clock, topics.CLOCK, self.clock.append, qos.STATE)
         self.pubs = {
             "array": self.node.create_publisher(Float64MultiArray, FLOAT_TOPIC, qos.STATE),
             "trajectory": self.node.create_publisher(JointTrajectory, topics.COMMAND_TOPICS["joint_trajectory"],
                                                      qos.STATE),
             "joint_state": self.node.create_publisher(JointState, topics.COMMAND_TOPICS["joint_state"], qos.STATE),
         }
-        self.reset_client = self.node.create_client(Trigger, topics.SIM_RESET)
+        self.reset_client = self.node.create_client(Trigger, topics.ARM_RESET)
 
     def spin_until(self, predicate, timeout: float) -> bool:
         return spin_until(self.node, predicate, timeout, self.executor)
@@ -122,7 +122,7 @@ def arm_node(rclpy_context, tmp_path):
 
 
 def test_each_command_convention_moves_the_joints_to_its_target(arm_node):
-    probe, _ = arm_node(**NO_EPISODE_END)
+    probe, _ = arm_node()
     a = HOME + np.array([0.3, -0.2, 0.2, 0.3, -0.3, 0.2, 0.4])
     assert probe.stream_until_reached("array", a)
     b = HOME + np.array([-0.2, 0.2, -0.3, 0.2, 0.2, -0.2, -0.3])
@@ -132,7 +132,7 @@ def test_each_command_convention_moves_the_joints_to_its_target(arm_node):
 
 
 def test_bad_commands_are_dropped_and_the_last_target_held(arm_node):
-    probe, log = arm_node(**NO_EPISODE_END)
+    probe, log = arm_node()
     a = HOME + 0.2
     assert probe.stream_until_reached("array", a)
     bad = [("array", a[:6] - 0.3, None, True),                               # wrong size
@@ -170,48 +170,65 @@ def test_joint_states_arrive_at_the_configured_rate_and_the_arm_waits_for_a_comm
     assert np.abs(positions - HOME).max() < 1e-4  # no command yet: the arm holds where it was reset
 
 
-def test_reset_service_starts_a_new_episode_with_a_new_goal(arm_node):
+def reset(probe: Probe) -> str:
+    """Call the arm's ~/reset; returns the answer's message."""
     from std_srvs.srv import Trigger
 
-    probe, _ = arm_node()
-    first_goal = probe.goal()
-    assert probe.stream_until_reached("array", HOME + 0.3)
     assert probe.reset_client.wait_for_service(timeout_sec=10.0)
+    goals = len(probe.goals)
     future = probe.reset_client.call_async(Trigger.Request())
-    assert probe.spin_until(lambda: future.done() and len(probe.goals) >= 2, 10.0)
+    assert probe.spin_until(lambda: future.done() and len(probe.goals) > goals, 10.0)
     assert future.result().success
+    return future.result().message
+
+
+def test_reset_service_gives_a_new_pose_and_goal_and_the_arm_has_no_episodes_of_its_own(arm_node):
+    probe, log = arm_node(**{"task.max_episode_steps": 5, "task.success_radius": 10.0})
+    first_goal = probe.goal()
+    assert probe.stream_until_reached("array", HOME + 0.3)  # far past any step limit or success of its own
+    assert len(probe.goals) == 1 and "reset" not in log.read_text()  # episodes are the controller's to end
+    assert reset(probe).startswith("reset 2: goal")
     assert np.linalg.norm(probe.goal() - first_goal) > 1e-3
     low, high = np.array(CFG.task.goal_low), np.array(CFG.task.goal_high)
     assert np.all(probe.goal() >= low) and np.all(probe.goal() <= high)
     assert probe.spin_until(lambda: np.abs(probe.q() - HOME).max() < 1e-3, 2.0)  # back home, holding
 
 
-def lockstep_step(probe: Probe, target, expected_states: int = 1) -> None:
+def lockstep_step(probe: Probe, target) -> None:
     before = len(probe.states)
     probe.send("array", target)
-    assert probe.spin_until(lambda: len(probe.states) >= before + expected_states, 5.0)
+    assert probe.spin_until(lambda: len(probe.states) >= before + 1, 5.0)
 
 
-def test_lockstep_advances_exactly_one_control_period_per_command(arm_node):
-    probe, _ = arm_node(**{"sim.lockstep": True, "task.max_episode_steps": 4})
+def stamp_ns(msg) -> int:
+    stamp = msg.clock if hasattr(msg, "clock") else msg.header.stamp
+    return stamp.sec * 1_000_000_000 + stamp.nanosec
+
+
+def test_lockstep_advances_exactly_one_control_period_per_command_and_clock_tells_it(arm_node):
+    probe, _ = arm_node(**{"sim.lockstep": True})
+    period_ns = round(1e9 / CFG.task.control_rate_hz)
+    assert probe.spin_until(lambda: probe.clock, 10.0)
+    start_ns = stamp_ns(probe.clock[-1])
     twin = Arm(CFG.task, CFG.sim)  # the same arm in this process, stepped by hand
     np.testing.assert_allclose(probe.q(), twin.state()[0], atol=1e-12)
     targets = [HOME + 0.05 * k for k in range(1, 4)]
-    for target in targets:
+    for k, target in enumerate(targets, start=1):
         lockstep_step(probe, target)
         twin.set_target(target)
         twin.step_control_period()
         np.testing.assert_allclose(probe.q(), twin.state()[0], atol=1e-9)
+        assert probe.spin_until(lambda: stamp_ns(probe.clock[-1]) == start_ns + k * period_ns, 5.0)
+        assert stamp_ns(probe.states[-1]) == start_ns + k * period_ns  # stamped with the simulated time
     count = len(probe.states)
     probe.spin_until(lambda: False, 0.5)
     assert len(probe.states) == count  # nothing moves or publishes without a command
-    goals = len(probe.goals)
-    lockstep_step(probe, HOME + 0.2, expected_states=2)  # the 4th step ends the episode: final state, reset
-    twin.set_target(HOME + 0.2)
-    twin.step_control_period()
-    np.testing.assert_allclose(probe.states[-2].position, twin.state()[0], atol=1e-9)
+    reset(probe)  # a reset: the new goal, then the reset state, at the same simulated time
+    assert probe.spin_until(lambda: len(probe.states) > count, 5.0)
     np.testing.assert_allclose(probe.q(), HOME, atol=1e-12)
-    assert probe.spin_until(lambda: len(probe.goals) == goals + 1, 5.0)
+    assert stamp_ns(probe.goals[-1]) == stamp_ns(probe.states[-1]) == start_ns + 3 * period_ns
+    lockstep_step(probe, HOME + 0.1)
+    assert stamp_ns(probe.states[-1]) == start_ns + 4 * period_ns
     twin.close()
 
 

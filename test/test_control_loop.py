@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tdmpc_ros.config import Config, ConfigError, load_config
-from tdmpc_ros.control.loop import HOLD, PLANNING, POLICY_FALLBACK, ControlLoop
+from tdmpc_ros.control.loop import DISABLED, HOLD, PLANNING, POLICY_FALLBACK, ControlLoop
 from tdmpc_ros.control.priority import realtime_priority
 from tdmpc_ros.control.state import JointSample
 from tdmpc_ros.kinematics import ArmKinematics
@@ -47,11 +47,11 @@ class ScriptedPlanner:
         self.resets += 1
 
 
-def make_loop(planner=None, **controller):
+def make_loop(planner=None, reset_arm=lambda: False, **controller):
     cfg = Config()
     for key, value in controller.items():
         setattr(cfg.controller, key, value)
-    loop = ControlLoop(cfg, KIN.safe_lower, KIN.safe_upper, KIN.fk)
+    loop = ControlLoop(cfg, KIN.safe_lower, KIN.safe_upper, KIN.fk, reset_arm=reset_arm)
     if planner is not None:
         loop.set_planner(planner, 1)
     loop.set_goal([0.5, 0.0, 0.5])
@@ -181,17 +181,49 @@ def test_hold_keeps_the_last_sent_target_across_a_new_episode():
     np.testing.assert_array_equal(held.target, sent)  # ...but a fault still holds what was last sent
 
 
-def test_episode_ends_on_success_and_new_goal_starts_next():
-    loop = make_loop(ScriptedPlanner([]))
-    loop.set_goal(KIN.fk(HOME))  # already at the goal: success after success_hold_steps
-    done = None
-    for _ in range(CFG.task.success_hold_steps + 1):
+def test_no_episode_starts_before_there_is_a_model():
+    loop = make_loop()
+    for _ in range(CFG.task.max_episode_steps + 5):
         result = loop.tick(sample(HOME), time.monotonic())
-        done = result.transition if result.transition and result.transition.terminated else done
-    assert done is not None and loop.episode_over and loop.tick(sample(HOME), time.monotonic()).mode == HOLD
-    before = loop.episode_id
-    loop.set_goal([0.5, 0.1, 0.4])
-    assert loop.episode_id == before + 1 and not loop.episode_over
+        assert result.mode == HOLD and result.transition is None and result.ended is None
+    np.testing.assert_allclose(result.target, np.clip(HOME, KIN.safe_lower, KIN.safe_upper))  # holding, real time
+    loop.set_planner(ScriptedPlanner([]), 1)
+    loop.tick(sample(HOME), time.monotonic())
+    t = loop.tick(sample(HOME), time.monotonic()).transition
+    assert (t.episode_id, t.step) == (0, 0)  # the first episode is the first one controlled
+
+
+def test_restart_disable_and_faults_end_the_episode_and_the_next_starts_from_the_measured_joints():
+    loop = make_loop(ScriptedPlanner([np.full(7, 1.0)] * 10))
+    first = loop.tick(sample(HOME), time.monotonic())
+    loop.tick(sample(first.target), time.monotonic())
+    loop.restart()
+    again = loop.tick(sample(first.target + 0.01), time.monotonic())
+    assert loop.episode_id == 1 and again.transition is None
+    np.testing.assert_allclose(again.target, np.clip(first.target + 0.01 + SCALE, KIN.safe_lower, KIN.safe_upper))
+    loop.set_enabled(False)
+    assert loop.tick(sample(HOME), time.monotonic()).mode == DISABLED
+    loop.set_enabled(True)
+    assert loop.tick(sample(HOME), time.monotonic()).transition is None and loop.episode_id == 2
+
+
+def test_live_settings_are_checked_and_take_effect_at_the_next_tick():
+    loop = make_loop(ScriptedPlanner([np.full(7, 1.0)] * 3))
+    first = loop.tick(sample(HOME), time.monotonic()).target
+    loop.set_action_scale(0.01)
+    second = loop.tick(sample(first), time.monotonic()).target
+    np.testing.assert_allclose(second - first, 0.01)
+    for bad in (0.0, -0.05, np.nan, np.inf, True, "0.1"):
+        with pytest.raises(ConfigError, match="task.action_scale"):
+            loop.set_action_scale(bad)
+    with pytest.raises(ConfigError, match="exploration_noise"):
+        loop.set_exploration_noise(-1.0)
+    with pytest.raises(ConfigError, match="eval_mode"):
+        loop.set_eval_mode("yes")
+    assert loop.action_scale == 0.01
+    loop.set_exploration_noise(0.5)
+    loop.set_eval_mode(True)  # eval mode: no exploration noise
+    np.testing.assert_allclose(loop.tick(sample(second), time.monotonic()).target - second, 0.01)
 
 
 finite = st.floats(-1e6, 1e6)
@@ -206,7 +238,7 @@ def test_safety_property_any_input_keeps_targets_in_limits_and_steps(actions, po
     loop = make_loop(ScriptedPlanner(actions), exploration_noise=noise)
     sent = None
     for q in positions:
-        before, episode = loop.last_target, loop.episode_id
+        before, episode = loop.episode.last_target, loop.episode_id
         result = loop.tick(sample(np.asarray(q)), time.monotonic())
         if loop.episode_id != episode:
             before = None  # a new episode starts from the measured positions, by design
@@ -235,12 +267,12 @@ def test_safety_property_holds_for_every_config_load_config_accepts(scale, track
     cfg = load_config(overrides={"task": {"action_scale": scale, "joint_margin": margin, "control_rate_hz": rate},
                                  "controller": {"max_tracking_error": tracking, "exploration_noise": noise}})
     lower, upper = KIN.lower + margin, KIN.upper - margin
-    loop = ControlLoop(cfg, lower, upper, KIN.fk)
+    loop = ControlLoop(cfg, lower, upper, KIN.fk, lockstep=True)
     loop.set_planner(ScriptedPlanner(actions), 1)
     loop.set_goal([0.5, 0.0, 0.5])
     for q in positions:
-        before, episode = loop.last_target, loop.episode_id
-        result = loop.tick(sample(np.asarray(q)), time.monotonic(), realtime=False)
+        before, episode = loop.episode.last_target, loop.episode_id
+        result = loop.tick(sample(np.asarray(q)), time.monotonic())
         if result.target is None or result.mode == HOLD:
             continue
         target = np.asarray(result.target)

@@ -9,13 +9,18 @@ import time
 
 import numpy as np
 import pytest
+import rclpy
 from geometry_msgs.msg import PointStamped
+from rcl_interfaces.srv import SetParameters
+from rclpy.parameter import Parameter
+from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import SetBool
 
-from ros_helpers import spin_until, start_node, stop
+from ros_helpers import CONFIG, spin_until, start_node, stop
 from tdmpc_ros import topics
+from tdmpc_ros.cli.launch import Launcher
 from tdmpc_ros.config import Config, load_config
 from tdmpc_ros.kinematics import ArmKinematics
 from tdmpc_ros.learning.agent import Agent
@@ -182,3 +187,111 @@ def test_lockstep_waits_while_the_learner_is_behind(controller):
     progress_pub.publish(LearnerProgress(updates=1100, env_steps=200, backlog_steps=50))
     arm.spin_for(1.0)
     assert len(arm.commands) > count + 10
+
+
+def set_parameters(node, values: dict):
+    """What `ros2 param set` does: the controller's SetParameters service; one result per parameter."""
+    client = node.create_client(SetParameters, "controller/set_parameters")
+    assert client.wait_for_service(timeout_sec=10)
+    request = SetParameters.Request(parameters=[Parameter(n, value=v).to_parameter_msg() for n, v in values.items()])
+    future = client.call_async(request)
+    assert spin_until(node, future.done, 10)
+    return future.result().results
+
+
+def saturated(arm, seconds: float = 1.0) -> float:
+    """Share of applied action entries at +-1 in the transitions of the next `seconds`, after settling."""
+    arm.spin_for(0.3)  # applied between ticks: let the change reach the transitions
+    first = len(arm.transitions)
+    arm.spin_for(seconds)
+    actions = np.abs(np.array([t.action for t in arm.transitions[first:]]))
+    assert len(actions) > 5
+    return float((actions >= 1.0 - 1e-6).mean())
+
+
+def test_live_parameters_take_effect_between_ticks_and_the_others_are_refused(controller):
+    arm, log = controller()
+    [result] = set_parameters(arm.node, {"planner.num_samples": 16})
+    assert not result.successful and "read-only" in result.reason
+    [result] = set_parameters(arm.node, {"controller.exploration_noise": 11.0})  # its rule: 0..10
+    assert not result.successful and "controller.exploration_noise" in result.reason
+    [result] = set_parameters(arm.node, {"task.action_scale": 0.0})  # its rule: > 0
+    assert not result.successful and "task.action_scale" in result.reason
+
+    quiet = saturated(arm)
+    [result] = set_parameters(arm.node, {"controller.exploration_noise": 10.0})
+    assert result.successful
+    noisy = saturated(arm)  # noise of 10 on actions in [-1, 1]: nearly every entry clipped to +-1
+    assert noisy > 0.7 and noisy > quiet + 0.3, (quiet, noisy)
+    [result] = set_parameters(arm.node, {"controller.eval_mode": True})  # eval mode explores not
+    evaluating = saturated(arm)
+    print(f"\nactions at +-1: {quiet:.2f} without noise, {noisy:.2f} with noise 10, {evaluating:.2f} in eval mode")
+    assert result.successful and evaluating < noisy - 0.3
+
+    [result] = set_parameters(arm.node, {"task.action_scale": 0.01})
+    assert result.successful
+    arm.spin_for(0.3)
+    first = len(arm.commands)
+    arm.spin_for(1.0)
+    steps = np.abs(np.diff([c for _, c in arm.commands[first:]], axis=0))
+    assert len(steps) > 10 and steps.max() <= 0.01 + 1e-9  # every step within the new scale
+    assert "task.action_scale set to 0.01" in log.read_text()
+
+
+@pytest.mark.parametrize("lockstep", [False, True], ids=["realtime", "lockstep"])
+def test_control_only_episodes_start_with_the_model_and_end_by_the_controller(tmp_path, rclpy_context, lockstep):
+    """The sim arm and the controller as `tdmpc-ros launch arm learn:=false` starts them. No episode (nor any
+    transition) before the model; each episode ends on the controller's word with a flagged step, and the arm's
+    reset gives the next one a new goal. In lockstep the arm's /clock advances one period per command and the
+    transitions are stamped with it."""
+    sha = write_checkpoint(tmp_path / "v1.pt", seed=1)
+    log_path = tmp_path / "launch.log"
+    with open(log_path, "w") as log:
+        launcher = Launcher({"learn": "false", "lockstep": str(lockstep).lower(), "config": str(CONFIG)}, out=log,
+                            overrides={**FAST_PLANNER, "task.max_episode_steps": 8})
+        node = rclpy.create_node("probe", context=rclpy_context)
+        transitions, goals, clock, status = [], [], [], []
+        node.create_subscription(Transition, topics.TRANSITIONS,
+                                 lambda m, info: transitions.append((info["source_timestamp"], m)), qos.TRANSITIONS)
+        node.create_subscription(PointStamped, topics.GOAL, goals.append, qos.LATCHED)
+        node.create_subscription(Clock, topics.CLOCK, clock.append, qos.STATE)
+        node.create_subscription(PlannerStatus, topics.PLANNER_STATUS, status.append, 10)
+        update_pub = node.create_publisher(ModelUpdate, topics.MODEL_UPDATES, qos.LATCHED)
+        launcher.start()
+        try:
+            assert spin_until(node, lambda: status and goals, 90), log_path.read_text()[-3000:]
+            spin_until(node, lambda: False, 3.0)  # 7 would-be episodes of 8 steps without a model
+            assert not transitions and len(goals) == 1 and "episode" not in log_path.read_text()
+            announced_ns = time.time_ns()
+            update_pub.publish(ModelUpdate(version=1, path=str(tmp_path / "v1.pt"), sha256=sha))
+            ended = lambda: sum(m.terminated or m.truncated for _, m in transitions)  # noqa: E731
+            assert spin_until(node, lambda: ended() >= 4, 120), log_path.read_text()[-3000:]
+        finally:
+            codes = launcher.shutdown()
+    assert set(codes.values()) == {0}, codes
+    text = log_path.read_text()
+    assert text.index("model v1 verified and ready") < text.index("episode 0: ")
+    assert min(published for published, _ in transitions) > announced_ns
+    episodes: dict[int, list] = {}
+    for _, m in transitions:
+        episodes.setdefault(m.episode_id, []).append(m)
+    ids = sorted(episodes)
+    assert ids == list(range(len(ids)))  # the first episode is the first one controlled; none skipped
+    n = len(CFG.task.joint_names)
+    first_goal = [goals[0].point.x, goals[0].point.y, goals[0].point.z]
+    previous_goal = None
+    for episode_id in ids[:4]:
+        steps = episodes[episode_id]
+        assert [m.step for m in steps] == list(range(len(steps))) and len(steps) <= 8
+        assert steps[-1].terminated or steps[-1].truncated  # ended by the controller, never cut by the arm
+        goal = list(steps[0].observation[2 * n + 3:2 * n + 6])
+        if previous_goal is None:
+            np.testing.assert_allclose(goal, first_goal, atol=1e-6)
+        else:
+            assert np.abs(np.subtract(goal, previous_goal)).max() > 1e-3  # the arm's reset gave a new goal
+        previous_goal = goal
+        if lockstep:  # stamped with the simulated time of the state each step ended in: one period apart
+            stamps = [m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in steps]
+            assert np.all(np.diff(stamps) == round(1e9 / CFG.task.control_rate_hz)), stamps
+            assert stamps[-1] <= max(c.clock.sec * 10**9 + c.clock.nanosec for c in clock)
+    node.destroy_node()

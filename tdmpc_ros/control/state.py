@@ -25,8 +25,8 @@ class JointSample:
     velocity: list[float]
     received: float
     """Monotonic receive time (s): staleness is judged by arrival, not by the sender's clock."""
-    stamp: float = 0.0
-    """Header stamp (s): in lockstep it orders states against the goal of a new episode."""
+    stamp_ns: int = 0
+    """Header stamp (ns): in lockstep the simulated time of the state, which stamps what the tick sends."""
 
 
 def read_joints(sample: JointSample | None, joint_names: list[str], now: float,

@@ -51,16 +51,20 @@ def guarded(node, callback, service: bool = False):
             if not node.context.ok():
                 raise
             failures += 1
-            if failures == 1:
-                node.get_logger().error(
-                    f"{callback.__name__} raised; the node carries on:\n{traceback.format_exc()}")
-            else:
-                node.get_logger().error(f"{callback.__name__} raised again ({failures} times): "
-                                        f"{type(exc).__name__}: {shown(str(exc))}",
-                                        throttle_duration_sec=LOG_THROTTLE_S)
+            log_failure(node, callback.__name__, failures, exc)
             return args[-1] if service else None
 
     return run
+
+
+def log_failure(node, name: str, failures: int, exc: Exception) -> None:
+    """Log the `failures`-th exception `name` raised (being handled): its traceback the first time, then a
+    throttled line with the count."""
+    if failures == 1:
+        node.get_logger().error(f"{name} raised; the node carries on:\n{traceback.format_exc()}")
+    else:
+        node.get_logger().error(f"{name} raised again ({failures} times): {type(exc).__name__}: {shown(str(exc))}",
+                                throttle_duration_sec=LOG_THROTTLE_S)
 
 
 def run_node(node_class, args=None):

@@ -1,64 +1,66 @@
-"""Arm node: the PyBullet arm behind ROS 2 joint interfaces, running the reach task's episodes.
+"""Arm node: the PyBullet arm behind ROS 2 joint interfaces, reset to a new pose and goal when asked.
 
 Publishes   joint_states (JointState; sim.joint_state_rate_hz in real time, once per command in lockstep),
-            goal (PointStamped, latched: one per episode, in the URDF base frame)
+            goal (PointStamped, latched: one per reset, in the URDF base frame),
+            /clock (rosgraph_msgs/Clock; lockstep only: one control period further per command)
 Subscribes  joint position targets, like ros2_control / Isaac Sim: <sim.controller_name>/commands
             (Float64MultiArray), joint_trajectory_controller/joint_trajectory (JointTrajectory, first point),
             joint_command (JointState). Bad commands (any size, NaN/inf, unknown or repeated names) are dropped
             (logged, throttled per kind; counted) and the last target held. Command stamps are not used.
-Services    reset (Trigger): a new episode now.
+Services    ~/reset (Trigger): home pose plus noise, held until the next command, and a new goal. The
+            controller calls it when an episode ends: episodes are the controller's (control/episode.py), so this
+            arm has no episode clock or success test of its own, and a dead controller leaves it holding.
+Parameters  the task and sim sections, read-only
 
 Real time: physics runs on a fixed 1/sim.physics_hz grid kept level with the wall clock; it is brought up to
 now before each command is applied and before each joint state is published, so every command acts from the
 physics step at which it arrived. Lockstep (sim.lockstep): each command received (valid or dropped) advances
-exactly one control period, then the joint state is published.
-An episode's clock runs while commands arrive (a dead controller leaves the arm holding, mid-episode); it ends on a held success or at the step limit, and the arm
-resets itself (home pose plus noise, new goal). In lockstep the final state of an episode is published before
-the reset, then the new goal, then the new episode's first state.
+exactly one control period, then /clock and the joint state are published, stamped with the new simulated
+time (launches run every node with use_sim_time in lockstep, so stamps and bags follow it); a reset publishes
+the new goal, then the reset state, at the same time.
 """
 from __future__ import annotations
 
 import time
 
 import numpy as np
+from builtin_interfaces.msg import Time
 from geometry_msgs.msg import PointStamped
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
+from rosgraph_msgs.msg import Clock as ClockMsg
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from tdmpc_ros import topics
-from tdmpc_ros.config import ConfigError
 from tdmpc_ros.control.state import shown
 from tdmpc_ros.nodes import LOG_THROTTLE_S, Rejections, guarded, qos, run_node
 from tdmpc_ros.nodes.params import declare_config
 from tdmpc_ros.sim.arm import Arm
-from tdmpc_ros.task import EpisodeTracker, ReachTask
+from tdmpc_ros.task import ReachTask
 
 LOCKSTEP_HEARTBEAT_S = 1.0  # lockstep: repeat the state while no command came yet, for late-joining controllers
 MAX_BACKLOG_S = 0.1  # real time: physics further behind than this skips ahead instead of catching up
-COMMAND_GAP_PERIODS = 3  # real time: the episode clock stops when no command came for this many periods
 
 
 class ArmNode(Node):
     def __init__(self):
         super().__init__("arm")
-        self.cfg = declare_config(self)
+        self.cfg = declare_config(self, ("task", "sim"))
         task, sim = self.cfg.task, self.cfg.sim
-        if sim.joint_state_rate_hz <= 0:
-            raise ConfigError(f"sim.joint_state_rate_hz must be positive, got {sim.joint_state_rate_hz}")
         self.rng = np.random.default_rng(sim.seed)
         self.arm = Arm(task, sim, self.rng)
         self.task = ReachTask(task)
-        self.tracker = EpisodeTracker(task)
         self.names = list(task.joint_names)
         self.index = {name: i for i, name in enumerate(self.names)}
         self.lockstep = sim.lockstep
         self.goal = np.zeros(3)
-        self.episodes = self.successes = self.dropped = 0
-        self.last_command = -float("inf")
+        self.resets = self.dropped = 0
         self.rejections = Rejections()
+        self.period_ns = round(1e9 / task.control_rate_hz)
+        self.sim_periods = 0  # lockstep: control periods simulated, the time /clock tells
 
         self.state_pub = self.create_publisher(JointState, topics.JOINT_STATES, qos.STATE)
         self.goal_pub = self.create_publisher(PointStamped, topics.GOAL, qos.LATCHED)
@@ -68,15 +70,17 @@ class ArmNode(Node):
                                  guarded(self, self.on_trajectory), qos.STATE)
         self.create_subscription(JointState, topics.COMMAND_TOPICS["joint_state"],
                                  guarded(self, self.on_joint_command), qos.STATE)
-        self.create_service(Trigger, topics.SIM_RESET, guarded(self, self.on_reset, service=True))
+        self.create_service(Trigger, topics.RESET, guarded(self, self.on_reset, service=True))
 
         if self.lockstep:
-            self.create_timer(LOCKSTEP_HEARTBEAT_S, self.on_heartbeat)
+            self.clock_pub = self.create_publisher(ClockMsg, topics.CLOCK, qos.STATE)
+            # Steady time: with use_sim_time a ROS-time timer would wait for the very command it invites.
+            self.create_timer(LOCKSTEP_HEARTBEAT_S, self.on_heartbeat, clock=Clock(clock_type=ClockType.STEADY_TIME))
         else:
             self.clock_start = time.monotonic()
             self.physics_steps = 0
             self.create_timer(1.0 / sim.joint_state_rate_hz, self.on_state_timer)
-        self.start_episode()
+        self.new_pose_and_goal()
         self.get_logger().info(
             f"arm: {task.robot}, {sim.physics_hz:g} Hz physics, control period 1/{task.control_rate_hz:g} s, "
             f"{'lockstep' if self.lockstep else f'real time, joint states at {sim.joint_state_rate_hz:g} Hz'}, "
@@ -131,13 +135,10 @@ class ArmNode(Node):
             if not self.lockstep:
                 self.advance_to_now()  # the command acts from the physics step at which it arrived
             self.arm.set_target(q)
-            self.last_command = time.monotonic()
         if self.lockstep:
             self.arm.step_control_period()
-            ended = self.task_tick()
+            self.sim_periods += 1
             self.publish_state()
-            if ended:
-                self.start_episode()
 
     # -- time ---------------------------------------------------------------------------------------------
     def on_state_timer(self) -> None:
@@ -145,7 +146,7 @@ class ArmNode(Node):
         self.publish_state()
 
     def advance_to_now(self) -> None:
-        """Step physics up to the wall clock; a tick of the task after every control period commanded."""
+        """Step physics up to the wall clock."""
         hz = self.cfg.sim.physics_hz
         due = int((time.monotonic() - self.clock_start) * hz) - self.physics_steps
         if due > MAX_BACKLOG_S * hz:
@@ -156,40 +157,26 @@ class ArmNode(Node):
         for _ in range(max(due, 0)):
             self.arm.step()
             self.physics_steps += 1
-            if self.commanded_recently() and self.arm.steps % self.arm.n_substeps == 0 and self.task_tick():
-                self.start_episode()
-
-    def commanded_recently(self) -> bool:
-        """Episodes run on commands: with no controller the arm holds its target and the episode waits."""
-        return time.monotonic() - self.last_command < COMMAND_GAP_PERIODS / self.cfg.task.control_rate_hz
 
     def on_heartbeat(self) -> None:
         if not self.arm.commanded:
             self.publish_state()
 
-    # -- episodes -----------------------------------------------------------------------------------------
-    def task_tick(self) -> bool:
-        """One control step of the episode; logs and counts it when it ends. Returns whether it ended."""
-        ee = self.arm.ee_position()
-        terminated, truncated = self.tracker.step(self.task.within_radius(ee, self.goal))
-        if terminated or truncated:
-            self.finish_episode("success" if terminated else "step limit", self.task.distance(ee, self.goal))
-        return terminated or truncated
+    def stamp(self) -> Time:
+        """Lockstep: the simulated time; real time: now."""
+        if self.lockstep:
+            ns = self.sim_periods * self.period_ns
+            return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+        return self.get_clock().now().to_msg()
 
-    def finish_episode(self, outcome: str, distance: float) -> None:
-        self.successes += outcome == "success"
-        self.get_logger().info(
-            f"episode {self.episodes}: {outcome} after {self.tracker.steps} steps, final distance {distance:.3f} m "
-            f"({self.successes}/{self.episodes} successes)")
-
-    def start_episode(self) -> None:
+    # -- resets -------------------------------------------------------------------------------------------
+    def new_pose_and_goal(self) -> None:
         """Home pose plus noise, held until the first command; a new goal, published latched."""
         self.arm.reset(self.rng)
-        self.tracker.reset()
         self.goal = self.task.sample_goal(self.rng)
-        self.episodes += 1
+        self.resets += 1
         msg = PointStamped()
-        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.stamp = self.stamp()
         msg.header.frame_id = self.arm.arm.base_link
         msg.point.x, msg.point.y, msg.point.z = (float(v) for v in self.goal)
         self.goal_pub.publish(msg)
@@ -197,16 +184,19 @@ class ArmNode(Node):
             self.publish_state()
 
     def on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        self.finish_episode("reset on request", self.task.distance(self.arm.ee_position(), self.goal))
-        self.start_episode()
+        self.new_pose_and_goal()
         response.success = True
-        response.message = f"episode {self.episodes}, goal {np.round(self.goal, 3).tolist()}"
+        response.message = f"reset {self.resets}: goal {np.round(self.goal, 3).tolist()}"
+        self.get_logger().info(response.message)
         return response
 
     def publish_state(self) -> None:
+        stamp = self.stamp()
+        if self.lockstep:
+            self.clock_pub.publish(ClockMsg(clock=stamp))
         q, qd, effort = self.arm.measured()
         msg = JointState(name=self.names, position=q.tolist(), velocity=qd.tolist(), effort=effort.tolist())
-        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.stamp = stamp
         self.state_pub.publish(msg)
 
     def destroy_node(self) -> None:

@@ -1,0 +1,86 @@
+"""What the controller refuses before anything it receives is used: each rule returns why, or None.
+
+The messages are read by field name only (rclpy or rosbags messages alike), so the rules are tested without
+DDS. Sizes are judged before any array is copied; what a joint state says about the joints is the control
+loop's to judge (control/state.py).
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+
+from tdmpc_ros.control.state import shown
+
+# A whole robot's /joint_states (arms, grippers, a mobile base) stays far below these; URDF joint names are short.
+MAX_JOINT_STATE_ENTRIES = 1024
+MAX_JOINT_NAME_CHARS = 256
+# The learner announces one version per learner.publish_every updates: a jump this large past the running
+# model is a corrupt or hostile message, and accepting it would refuse every real update after it.
+MAX_MODEL_VERSION_JUMP = 1_000_000
+MAX_PATH_CHARS = 4096  # Linux PATH_MAX
+SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def stamp_problem(stamp) -> str | None:
+    """What is malformed about a header stamp (builtin_interfaces/Time), or None. Zero (unset) is fine."""
+    if stamp.nanosec >= 1_000_000_000:
+        return f"malformed stamp: nanosec {stamp.nanosec} is not below 1e9"
+    if stamp.sec < 0:
+        return f"negative stamp: sec {stamp.sec}"
+    return None
+
+
+def joint_state_problem(msg) -> str | None:
+    """Why a /joint_states message cannot even be read (oversized, malformed stamp)."""
+    sizes = {"names": len(msg.name), "positions": len(msg.position), "velocities": len(msg.velocity),
+             "efforts": len(msg.effort)}
+    if max(sizes.values()) > MAX_JOINT_STATE_ENTRIES:
+        return (f"oversized: {', '.join(f'{n} {what}' for what, n in sizes.items())} "
+                f"(at most {MAX_JOINT_STATE_ENTRIES} each)")
+    if any(len(name) > MAX_JOINT_NAME_CHARS for name in msg.name):
+        return f"oversized: a joint name longer than {MAX_JOINT_NAME_CHARS} characters"
+    return stamp_problem(msg.header.stamp)
+
+
+def goal_problem(msg, frame: str, low, high) -> str | None:
+    """Why a goal (PointStamped) must not start an episode: finite, inside the task's goal box `low`..`high`
+    (what the model learned to reach), in the base `frame`, stamped sanely."""
+    if problem := stamp_problem(msg.header.stamp):
+        return problem
+    if msg.header.frame_id != frame:
+        return f"wrong frame: {shown(msg.header.frame_id)} is not the base frame {frame!r}"
+    xyz = [msg.point.x, msg.point.y, msg.point.z]
+    if not all(math.isfinite(v) for v in xyz):
+        return f"non-finite coordinates: {xyz}"
+    if not all(lo <= v <= hi for v, lo, hi in zip(xyz, low, high)):
+        return f"outside the goal box: {xyz} not within {list(low)} .. {list(high)} (task.goal_low/high)"
+    return None
+
+
+def model_update_problem(msg, running: int, newest: int) -> str | None:
+    """Why an announced checkpoint (ModelUpdate) must not even reach the loader. `newest`: the newest version
+    running or loading. The file itself is the loader's to check (checksum, regular file, size)."""
+    if msg.version < newest:
+        return f"out of order: older than v{newest}"
+    if msg.version > running + MAX_MODEL_VERSION_JUMP:
+        return (f"implausible version: over {MAX_MODEL_VERSION_JUMP} ahead of the running v{running} "
+                "(would refuse every real update after it)")
+    if not msg.sha256:
+        return "no sha256: the update carries no checksum"
+    if not SHA256_HEX.fullmatch(msg.sha256):
+        return f"malformed sha256: {shown(msg.sha256)} is not 64 hex digits"
+    if not msg.path:
+        return "no path: the update names no file"
+    if len(msg.path) > MAX_PATH_CHARS:
+        return f"path too long: {len(msg.path)} characters (PATH_MAX {MAX_PATH_CHARS})"
+    if not os.path.isabs(msg.path):
+        return "relative path: the learner announces absolute paths"
+    return None
+
+
+def progress_problem(msg) -> str | None:
+    """Why a LearnerProgress must not pace the world. +1: the learner rounds owed updates / utd_ratio up."""
+    if msg.backlog_steps > msg.env_steps + 1:
+        return f"inconsistent: {msg.backlog_steps} steps owed of {msg.env_steps} seen"
+    return None

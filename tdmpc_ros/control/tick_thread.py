@@ -1,0 +1,156 @@
+"""The controller's tick on a thread of its own, fed through a latest-sample handoff.
+
+As ros2_control's controller manager with its realtime buffer: the node's joint-state callback only stores the
+newest sample here and returns, so no tick ever holds up the executor (nor a sleep until the publish instant);
+this thread reads the newest sample when it ticks. Everything else the node receives (goals, enable, live
+parameters, the arm's reset answer, learner progress, a loaded model) is handed over as a change that this
+thread applies between ticks, in the order it came, so the ControlLoop is only ever touched here.
+
+Real time: ticks on the TickSchedule grid, SCHED_FIFO at `controller.thread_priority` where the process may
+(planning and model loading stay at normal priority), each command sent at its tick's fixed publish instant.
+Lockstep: wakes on every handoff and every LOCKSTEP_KICK_S, and ticks when the LockstepPacer says so.
+What the thread sends goes through `outputs` (the node: message conversion and publishing).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from tdmpc_ros.control.loop import ControlLoop, TickResult
+from tdmpc_ros.control.pacing import LockstepPacer, TickSchedule
+from tdmpc_ros.control.priority import realtime_priority
+from tdmpc_ros.control.state import JointSample
+
+LOCKSTEP_KICK_S = 0.1  # lockstep: look again this often when nothing arrives (a model, a goal, an arm's answer)
+
+
+class TickThread:
+    """Runs `loop` on its own thread. `outputs` has command(target, sample) -> message, send(message),
+    transition(transition, sample), report(result), warn(line) and failed(exception) -> go on (bool)."""
+
+    def __init__(self, loop: ControlLoop, outputs, lockstep: bool, max_backlog: int, priority: int = 0,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
+        self.loop, self.outputs = loop, outputs
+        self.lockstep = lockstep
+        self.priority = priority
+        self.clock, self.sleep = clock, sleep
+        self.pacer = LockstepPacer(max_backlog, loop.cfg.controller.state_timeout)
+        self.schedule = TickSchedule(loop.period, loop.budget, clock())
+        self._wake = threading.Condition()
+        self._sample: JointSample | None = None
+        self._seq = self._ticked_seq = 0  # samples handed over / the one last ticked on
+        self._changes: list[Callable[[], None]] = []
+        self._offered_model = None
+        self._pending_model = None  # (planner, model, version) until the loop takes it
+        self._events = self._seen_events = 0
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="control", daemon=True)
+
+    # -- handoff (any thread) -----------------------------------------------------------------------------
+    def put_sample(self, sample: JointSample) -> None:
+        with self._wake:
+            self._sample = sample
+            self._seq += 1
+            self._notify()
+
+    def between_ticks(self, change: Callable[[], None]) -> None:
+        with self._wake:
+            self._changes.append(change)
+            self._notify()
+
+    def offer_model(self, planner, model, version: int) -> None:
+        """A verified model from the loader thread; the newest offer wins."""
+        with self._wake:
+            self._offered_model = (planner, model, version)
+            self._notify()
+
+    def learner_progress(self, backlog_steps: int) -> None:
+        self.between_ticks(lambda: self.pacer.learner_progress(backlog_steps))
+
+    def _notify(self) -> None:
+        self._events += 1
+        self._wake.notify()
+
+    # -- the thread ---------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        with self._wake:
+            self._stop = True
+            self._wake.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        if not self.lockstep and self.priority > 0 and (why := realtime_priority(self.priority)) is not None:
+            self.outputs.warn(f"{why}: ticking at normal priority, expect more period jitter")
+        due = self.schedule.start
+        while not self._stop:
+            try:
+                if self.lockstep:
+                    with self._wake:
+                        self._wake.wait_for(lambda: self._stop or self._events != self._seen_events, LOCKSTEP_KICK_S)
+                    if not self._stop:
+                        self.lockstep_step()
+                else:
+                    due = self.realtime_step(due)
+            except Exception as exc:
+                if not self.outputs.failed(exc):
+                    return
+                due = self.schedule.next_due(due, self.clock())  # no burst of retries: the next tick on the grid
+
+    def realtime_step(self, due: float) -> float:
+        """Wait for the tick due at `due`, tick, send at its publish instant; returns when the next is due."""
+        self._sleep_until(due)
+        sample, _ = self._take()
+        self._tick(sample, self.clock(), self.schedule.publish_at(due))
+        return self.schedule.next_due(due, self.clock())
+
+    def lockstep_step(self) -> None:
+        """One wake of the lockstep thread: tick if the pacer says so, on the newest sample."""
+        sample, seq = self._take()
+        now = self.clock()
+        received = sample.received if sample is not None else None
+        if not self.pacer.should_tick(seq != self._ticked_seq, received, now):
+            return
+        self._ticked_seq = seq
+        sent_at = self._tick(sample, self.pacer.state_clock(received, now), None)
+        if sent_at is not None:
+            self.pacer.commanded(sent_at)
+
+    def _take(self) -> tuple[JointSample | None, int]:
+        """The newest sample and its number, after applying the changes handed over since the last tick."""
+        with self._wake:
+            changes, self._changes = self._changes, []
+            sample, seq = self._sample, self._seq
+            self._seen_events = self._events
+            if self._offered_model is not None:
+                self._pending_model, self._offered_model = self._offered_model, None
+        for change in changes:
+            change()
+        return sample, seq
+
+    def _tick(self, sample: JointSample | None, now: float, publish_at: float | None) -> float | None:
+        """Tick and send what it gives (at `publish_at`, else at once); returns when the command went out."""
+        pending = self._pending_model
+        if pending is not None and (pending[2] <= self.loop.model_version or self.loop.install(*pending)):
+            self._pending_model = None  # installed, or older than the running model (loads can finish out of order)
+        result: TickResult = self.loop.tick(sample, now, deadline=publish_at)
+        message = self.outputs.command(result.target, sample) if result.target is not None else None
+        if publish_at is not None:
+            self._sleep_until(publish_at)
+        sent_at = None
+        if message is not None:
+            sent_at = self.clock()
+            self.outputs.send(message)
+        if result.transition is not None:
+            self.outputs.transition(result.transition, sample)
+        self.outputs.report(result)
+        return sent_at
+
+    def _sleep_until(self, instant: float) -> None:
+        delay = instant - self.clock()
+        if delay > 0:
+            self.sleep(delay)
