@@ -20,7 +20,9 @@ from tdmpc_ros.learning.checkpoint import (FORMAT, HEADER, MAGIC, MAX_CHECKPOINT
 
 
 def small_config(**agent):
-    return load_config(overrides={"model": {"preset": "small"}, "agent": dict({"batch_size": 16}, **agent)})
+    # Eager training: what a checkpoint holds does not depend on compiling, which would cost the first update
+    return load_config(overrides={"model": {"preset": "small"},
+                                  "agent": dict({"batch_size": 16, "compile": False}, **agent)})
 
 
 def batch(cfg, seed=0, h=3, b=16):

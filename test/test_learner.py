@@ -21,7 +21,9 @@ def demos():
 
 
 def make_learner(tmp_path, **learner):
-    cfg = load_config(overrides={"agent": {"batch_size": 32}, "learner": {"publish_every": 1000, **learner}})
+    # Eager training: the schedule does not depend on compiling, which would cost the first update
+    cfg = load_config(overrides={"agent": {"batch_size": 32, "compile": False},
+                                 "learner": {"publish_every": 1000, **learner}})
     return Learner(cfg, tmp_path, log=lambda line: None)
 
 

@@ -50,7 +50,7 @@ def test_run_online_trains_on_every_step_and_checkpoints(tmp_path):
     assert result.time_s["plan"] > 0 and result.time_s["update"] > 0
 
 
-@pytest.mark.unit
+@pytest.mark.slow
 def test_bench_learn_writes_json_csv_and_png(tmp_path, capsys):
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump({"/**": {"ros__parameters": TINY}}))
