@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from tdmpc_ros.config import Config, ConfigError, load_config
 from tdmpc_ros.control.loop import DISABLED, HOLD, PLANNING, POLICY_FALLBACK, ControlLoop
 from tdmpc_ros.control.priority import realtime_priority
-from tdmpc_ros.control.state import JointSample
+from tdmpc_ros.control.inputs import JointSample
 from tdmpc_ros.kinematics import ArmKinematics
 from tdmpc_ros.task import apply_action
 

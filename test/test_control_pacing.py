@@ -7,11 +7,10 @@ import numpy as np
 import pytest
 
 from tdmpc_ros.config import Config
+from tdmpc_ros.control.episode import GIVE_UP, READY, WAIT, ResetHandshake
+from tdmpc_ros.control.inputs import JointSample
 from tdmpc_ros.control.loop import HOLD, PLANNING, ControlLoop
-from tdmpc_ros.control.pacing import LockstepPacer, TickSchedule
-from tdmpc_ros.control.reset import GIVE_UP, READY, WAIT, ResetHandshake
-from tdmpc_ros.control.state import JointSample
-from tdmpc_ros.control.tick_thread import TickThread
+from tdmpc_ros.control.tick_thread import LockstepPacer, TickSchedule, TickThread
 from test_control_loop import HOME, KIN, NAMES, ScriptedPlanner, make_loop, sample
 
 pytestmark = pytest.mark.unit

@@ -1,16 +1,18 @@
-"""What the controller refuses before anything it receives is used: each rule returns why, or None.
+"""What the controller takes in: joint states judged usable or not (a fault reported once per occurrence), and
+the checks every received message passes before anything is used, each returning why it fails, or None.
 
-The messages are read by field name only (rclpy or rosbags messages alike), so the rules are tested without
-DDS. Sizes are judged before any array is copied; what a joint state says about the joints is the control
-loop's to judge (control/state.py).
+The messages are read by field name only (rclpy or rosbags messages alike), so the checks are tested without
+DDS. Sizes are judged before any array is copied.
 """
 from __future__ import annotations
 
 import math
 import os
 import re
+import reprlib
+from dataclasses import dataclass
 
-from tdmpc_ros.control.state import shown
+import numpy as np
 
 # A whole robot's /joint_states (arms, grippers, a mobile base) stays far below these; URDF joint names are short.
 MAX_JOINT_STATE_ENTRIES = 1024
@@ -20,6 +22,74 @@ MAX_JOINT_NAME_CHARS = 256
 MAX_MODEL_VERSION_JUMP = 1_000_000
 MAX_PATH_CHARS = 4096  # Linux PATH_MAX
 SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def shown(value, max_chars: int = 60) -> str:
+    """repr of received input for a log line, cut short (at most 10 list entries, strings `max_chars` long):
+    a hostile message must not turn into a megabyte of log. Reads only the part it shows."""
+    short = reprlib.Repr()
+    short.maxlist, short.maxstring = 10, max_chars
+    return short.repr(value)
+
+
+@dataclass
+class JointSample:
+    """One /joint_states message as received, before validation."""
+
+    names: list[str]
+    position: list[float]
+    velocity: list[float]
+    received: float
+    """Monotonic receive time (s): staleness is judged by arrival, not by the sender's clock."""
+    stamp_ns: int = 0
+    """Header stamp (ns): in lockstep the simulated time of the state, which stamps what the tick sends."""
+
+
+def read_joints(sample: JointSample | None, joint_names: list[str], now: float,
+                timeout: float) -> tuple[np.ndarray, np.ndarray] | str:
+    """(q, qd) in `joint_names` order, or the reason the sample is unusable."""
+    if sample is None:
+        return "no joint state received yet"
+    age = now - sample.received
+    if age > timeout:
+        return f"joint state stale: {age:.3f} s old (state_timeout {timeout:.3f} s)"
+    if len(sample.names) != len(set(sample.names)):
+        return f"joint state has duplicate joint names: {shown(sample.names)}"
+    missing = [n for n in joint_names if n not in sample.names]
+    if missing:
+        return f"joint state lacks joints: {missing} (got {shown(sample.names)})"
+    if len(sample.position) != len(sample.names):
+        return f"joint state size mismatch: {len(sample.position)} positions for {len(sample.names)} names"
+    if sample.velocity and len(sample.velocity) != len(sample.names):
+        return f"joint state size mismatch: {len(sample.velocity)} velocities for {len(sample.names)} names"
+    index = [sample.names.index(n) for n in joint_names]
+    q = np.array([sample.position[i] for i in index], np.float64)
+    qd = np.array([sample.velocity[i] for i in index], np.float64) if sample.velocity else np.zeros(len(index))
+    if not (np.isfinite(q).all() and np.isfinite(qd).all()):
+        bad = [joint_names[i] for i in range(len(index)) if not (math.isfinite(q[i]) and math.isfinite(qd[i]))]
+        return f"joint state holds NaN/inf: joints {bad}"
+    return q, qd
+
+
+class FaultLatch:
+    """Reports a fault once when it starts (or changes kind), and once when it clears."""
+
+    def __init__(self):
+        self.active: str | None = None
+        self.count = 0
+
+    def update(self, fault: str | None) -> str | None:
+        """Returns a log line when the fault state changes, else None. A fault's kind is the text before ':'."""
+        kind = fault.split(":")[0] if fault else None
+        active_kind = self.active.split(":")[0] if self.active else None
+        if kind == active_kind:
+            self.active = fault
+            return None
+        self.active = fault
+        if fault:
+            self.count += 1
+            return f"holding last target: {fault}"
+        return "joint state good again: resuming control"
 
 
 def stamp_problem(stamp) -> str | None:

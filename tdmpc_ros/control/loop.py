@@ -4,7 +4,7 @@ The control thread (control/ticker.py) feeds it joint samples, goals and the clo
 `tick` returns. Everything that decides what the robot is commanded lives here, so it is tested without DDS and
 fuzzed with hypothesis. Episodes are control/episode.py's: no episode starts, and no transition is sent, before
 there is a model to control with; after one ends, the next starts through the arm's reset where it has one
-(control/reset.py), else at once on the same goal.
+(ResetHandshake), else at once on the same goal.
 """
 from __future__ import annotations
 
@@ -17,10 +17,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tdmpc_ros.config import Config, ConfigError
-from tdmpc_ros.control.episode import EpisodeSteps, Transition
+from tdmpc_ros.control.episode import GIVE_UP, WAIT, EpisodeSteps, ResetHandshake, Transition
+from tdmpc_ros.control.inputs import FaultLatch, JointSample, read_joints
 from tdmpc_ros.control.priority import normal_priority
-from tdmpc_ros.control.reset import GIVE_UP, WAIT, ResetHandshake
-from tdmpc_ros.control.state import FaultLatch, JointSample, read_joints
 from tdmpc_ros.control.stats import LatencyWindow
 from tdmpc_ros.task import apply_action, positive
 

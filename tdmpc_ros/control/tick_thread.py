@@ -1,28 +1,103 @@
-"""The controller's tick on a thread of its own, fed through a latest-sample handoff.
+"""The controller's tick on a thread of its own, fed through a latest-sample handoff, and when it ticks.
 
 As ros2_control's controller manager with its realtime buffer: the node's joint-state callback only stores the
 newest sample here and returns, so no tick ever holds up the executor (nor a sleep until the publish instant);
 this thread reads the newest sample when it ticks. Everything else the node receives (goals, enable, live
 parameters, the arm's reset answer, learner progress, a loaded model) is handed over as a change that this
-thread applies between ticks, in the order it came, so the ControlLoop is only ever touched here.
+thread applies between ticks, in the order it came, so the ControlLoop is only ever touched here. What the
+thread sends goes through `outputs` (the node: message conversion and publishing).
 
-Real time: ticks on the TickSchedule grid, SCHED_FIFO at `controller.thread_priority` where the process may
-(planning and model loading stay at normal priority), each command sent at its tick's fixed publish instant.
-Lockstep: wakes on every handoff and every LOCKSTEP_KICK_S, and ticks when the LockstepPacer says so.
-What the thread sends goes through `outputs` (the node: message conversion and publishing).
+Real time (`TickSchedule`): tick k is due at start + k * period, and its command goes out a fixed share of the
+period later (`controller.plan_budget`), so the command period never inherits planning-time jitter. A tick that
+ends after the next one was due (a stall) skips the grid points it missed rather than ticking back to back.
+The thread runs SCHED_FIFO at `controller.thread_priority` where the process may (planning and model loading
+stay at normal priority).
+
+Lockstep (`LockstepPacer`): the world advances one control period per command, so the controller ticks on each
+joint state it has not ticked on yet, and holds the world (ticks on nothing) while the learner owes updates for
+more than `controller.lockstep_max_backlog` env steps, so learning keeps its update-to-data ratio. A state it
+already ticked on is ticked on again while nothing was commanded since it came (waiting for a model, a goal or
+a reset: nothing is pending, so nothing is closed twice), and once a command has gone unanswered for
+`controller.state_timeout` (the state is then stale: the tick holds and sends the held target again). The
+thread wakes on every handoff and every LOCKSTEP_KICK_S.
 """
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
 
+from tdmpc_ros.control.inputs import JointSample
 from tdmpc_ros.control.loop import ControlLoop, TickResult
-from tdmpc_ros.control.pacing import LockstepPacer, TickSchedule
 from tdmpc_ros.control.priority import realtime_priority
-from tdmpc_ros.control.state import JointSample
+from tdmpc_ros.task import positive
 
 LOCKSTEP_KICK_S = 0.1  # lockstep: look again this often when nothing arrives (a model, a goal, an arm's answer)
+
+
+class TickSchedule:
+    """The real-time tick grid on the caller's clock (time.monotonic() in the controller)."""
+
+    def __init__(self, period: float, budget: float, start: float):
+        self.period = positive("tick period", period)
+        self.budget = budget
+        self.start = start
+        self.skipped = 0  # grid points passed over after stalls
+
+    def publish_at(self, due: float) -> float:
+        """When the command of the tick due at `due` goes out (also the deadline of its plan)."""
+        return due + self.budget
+
+    def next_due(self, due: float, now: float) -> float:
+        """The tick after the one due at `due`, finished at `now`: the next grid point not yet passed."""
+        following = due + self.period
+        if now > following:
+            missed = math.ceil((now - following) / self.period)
+            self.skipped += missed
+            following += missed * self.period
+        return following
+
+
+class LockstepPacer:
+    """Whether a lockstep controller ticks now, and how fresh the state it ticks on counts as."""
+
+    def __init__(self, max_backlog: int, state_timeout: float):
+        self.max_backlog = max_backlog
+        self.state_timeout = state_timeout
+        self.backlog = 0
+        self.last_command = -math.inf  # when the last command went out
+
+    @property
+    def waiting_for_learner(self) -> bool:
+        return self.max_backlog > 0 and self.backlog > self.max_backlog
+
+    def learner_progress(self, backlog_steps: int) -> bool:
+        """The learner's owed env steps; True if that lets a held world go on."""
+        was_waiting = self.waiting_for_learner
+        self.backlog = backlog_steps
+        return was_waiting and not self.waiting_for_learner
+
+    def should_tick(self, new_state: bool, received: float | None, now: float) -> bool:
+        """`new_state`: a joint state not ticked on yet; `received`: when the newest state came (None: none)."""
+        if self.waiting_for_learner:
+            return False
+        if new_state or received is None or self.answered(received):
+            return True
+        return now - self.last_command >= self.state_timeout
+
+    def answered(self, received: float) -> bool:
+        """Nothing was commanded since the state received at `received`. In a tie the command counts as later:
+        ticking twice on the state it was sent from would close that step with a state from before it."""
+        return self.last_command < received
+
+    def state_clock(self, received: float | None, now: float) -> float:
+        """The time to judge the state's age by: a state with no command since is as fresh as the world is
+        (it may have been held for the learner); otherwise the clock, so an unanswered command turns it stale."""
+        return received if received is not None and self.answered(received) else now
+
+    def commanded(self, now: float) -> None:
+        self.last_command = now
 
 
 class TickThread:

@@ -18,7 +18,7 @@ import numpy as np
 
 from tdmpc_ros.config import TaskConfig
 from tdmpc_ros.control.episode import EpisodeSteps, Transition
-from tdmpc_ros.control.state import JointSample, read_joints
+from tdmpc_ros.control.inputs import JointSample, read_joints
 from tdmpc_ros.data.episode import Episode
 from tdmpc_ros.topics import COMMAND_TOPICS, GOAL, JOINT_STATES
 

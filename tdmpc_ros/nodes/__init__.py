@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 import traceback
 
-from tdmpc_ros.control.state import shown
+from tdmpc_ros.control.inputs import shown
 
 LOG_THROTTLE_S = 2.0
 

@@ -35,7 +35,7 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from tdmpc_ros import topics
-from tdmpc_ros.control.state import shown
+from tdmpc_ros.control.inputs import shown
 from tdmpc_ros.nodes import LOG_THROTTLE_S, Rejections, guarded, qos, run_node
 from tdmpc_ros.nodes.params import declare_config
 from tdmpc_ros.sim.arm import Arm

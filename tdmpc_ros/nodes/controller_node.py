@@ -13,7 +13,7 @@ This node converts, checks and publishes; the decisions are control/'s. The tick
 (control/tick_thread.py): in real time on a fixed grid, each command sent a fixed `controller.plan_budget`
 share of the period after its tick was due, so planning-time jitter never reaches the command period; in
 lockstep on each new joint state, holding the world while the learner is behind. The task's episodes are
-decided there too (control/episode.py, control/reset.py). Checkpoints load on a thread of their own and are
+decided there too (control/episode.py). Checkpoints load on a thread of their own and are
 swapped in between ticks. With use_sim_time (lockstep launches), what a tick sends is stamped with the
 simulated time of the joint state it acted on; status goes out once a second of steady time, also while a
 lockstep world is held.
@@ -37,10 +37,10 @@ from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from tdmpc_ros import topics
-from tdmpc_ros.control.inputs import goal_problem, joint_state_problem, model_update_problem, progress_problem
+from tdmpc_ros.control.inputs import (JointSample, goal_problem, joint_state_problem, model_update_problem,
+                                      progress_problem, shown)
 from tdmpc_ros.control.loop import PLANNING, ControlLoop, TickResult
 from tdmpc_ros.control.models import ModelLoader
-from tdmpc_ros.control.state import JointSample, shown
 from tdmpc_ros.control.tick_thread import TickThread
 from tdmpc_ros.kinematics import ArmKinematics
 from tdmpc_ros.msg import LearnerProgress, ModelUpdate, PlannerStatus, Transition
