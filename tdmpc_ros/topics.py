@@ -5,6 +5,7 @@ GOAL = "goal"                        # geometry_msgs/PointStamped, one per arm r
 CLOCK = "/clock"                     # rosgraph_msgs/Clock: the lockstep sim arm's time (global, as ROS expects)
 TRANSITIONS = "transitions"          # tdmpc_ros/msg/Transition, one per control step
 MODEL_UPDATES = "model_updates"      # tdmpc_ros/msg/ModelUpdate
+MODEL_WEIGHTS = "model_weights"      # tdmpc_ros/msg/ModelWeights: the checkpoint's bytes, in pieces
 PLANNER_STATUS = "planner_status"    # tdmpc_ros/msg/PlannerStatus
 LEARNER_PROGRESS = "learner_progress"  # tdmpc_ros/msg/LearnerProgress
 DIAGNOSTICS = "/diagnostics"         # diagnostic_msgs/DiagnosticArray (global, as aggregators expect)
@@ -23,4 +24,5 @@ RESET = "~/reset"                        # std_srvs/Trigger: the controller ends
                                          # resets (new home pose and goal)
 CONTROLLER_ENABLE = "controller/enable"
 CONTROLLER_RESET = "controller/reset"
-ARM_RESET = "arm/reset"                  # the controller calls it at each episode's end, where it is offered
+ARM_RESET = "arm/reset"                  # the sim arm's ~/reset (controller.reset_service calls it at each
+                                         # episode's end)
