@@ -292,6 +292,11 @@ class ControllerConfig(_Section):
     max_checkpoint_bytes: int = checked(8 * 1024**3, ge=1)
     """Largest checkpoint file a node will read (checked with stat before reading; the 317m preset with its
     optimiser state is about 5 GB)."""
+    seed: int = checked(1, ge=0, lt=2**32)
+    """Seed of the controller's exploration-noise draws."""
+    reset_service: str = checked("arm/reset", pattern=ROS_NAME)
+    """std_srvs/Trigger service the controller calls at each episode's end for a new pose and goal (the sim
+    arm's `~/reset`); empty: none, the next episode starts at once on the same goal (a real arm)."""
     weights_timeout_s: float = checked(30.0, gt=0.0)
     """A model arriving over model_weights whose pieces are not all in after this long is dropped (s)."""
 

@@ -60,8 +60,8 @@ class NodeLaunch:
 
 
 # In lockstep the sim arm publishes /clock, one control period per command, and the nodes run on it
-# (use_sim_time), so stamps and bags follow simulated time. Not the learner yet: its progress timer must keep
-# ticking while the world is held for it, and it has no steady-clock timers.
+# (use_sim_time), so stamps and bags follow simulated time (timers that must tick while the world is held run on
+# steady time).
 SIM_TIME = {"sim.lockstep": ("lockstep", "bool"), "use_sim_time": ("lockstep", "bool")}
 NODES: tuple[NodeLaunch, ...] = (
     NodeLaunch("arm", "arm_node", required=True, condition="use_sim", from_arguments=dict(SIM_TIME)),
@@ -69,7 +69,7 @@ NODES: tuple[NodeLaunch, ...] = (
                from_arguments={**SIM_TIME, "planner.device": ("device", "str"),
                                "planner.backend": ("backend", "str"), "controller.model_path": ("model", "str")}),
     NodeLaunch("learner", "learner_node", required=False, condition="learn",
-               from_arguments={"sim.lockstep": ("lockstep", "bool"), "agent.device": ("device", "str"),
+               from_arguments={**SIM_TIME, "agent.device": ("device", "str"),
                                "learner.demos": ("demos", "list[str]"), "learner.run_dir": ("run_dir", "str")}),
 )
 

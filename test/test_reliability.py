@@ -183,8 +183,7 @@ def test_arm_and_controller_deaths_and_pauses(tmp_path, rclpy_context, procs):
     pause_resume = next(t for t, s in obs.status if t > continued and s.mode in ACTIVE) - continued
 
     # -- controller SIGKILL: the arm holds its last target -----------------------------------------------
-    # Killed early in an arm episode: the sim's episode clock runs on once commanded, and at its step limit
-    # (5 s) the sim resets the arm to home, as an episode end does.
+    # Killed early in an episode: right after a new goal (the controller ended the last one and reset the arm).
     goals = len(obs.goals)
     assert obs.until(lambda: len(obs.goals) > goals, 10)
     obs.spin(0.5)
@@ -288,7 +287,7 @@ def test_learner_death_mid_checkpoint_and_pause(tmp_path, demo_dir, rclpy_contex
     obs = Observer(rclpy_context)
     assert obs.until(lambda: obs.planning() and obs.last_status().model_version >= 1, 300), \
         (tmp_path / "learner0.log").read_text()[-3000:]
-    # Online episodes reach the replay, also those the arm's reset cut before their final step.
+    # Online episodes reach the replay.
     assert obs.until(lambda: int(obs.learner_diag.get("online_steps", 0)) >= 2 * CFG.task.max_episode_steps, 60)
 
     # -- SIGKILL as a checkpoint is being written ----------------------------------------------------------

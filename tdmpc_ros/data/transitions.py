@@ -259,15 +259,16 @@ class LiveIntake:
     """The learner's live transitions: serialised messages from any number of publishers -> bag + episodes.
 
     Each publisher is a stream (a controller runs one episode at a time, in step order). Its DDS publication
-    sequence numbers reveal every message missed on the way (counted exactly from the first message heard
-    from it); a missed message, or a step out of order, closes the stream's open episode as cut short at its
-    last consecutive step, and the rest of that episode is not stored (counted `cut`), so replay and the bags
-    never hold a spliced episode. A new episode id closes the previous one as cut short (the arm reset before
-    its final step). The first episode heard from a publisher may start past step 0 (the learner started while
-    that controller was mid-episode): it is kept from there, a whole tail. A malformed message (undecodable, sizes not the config's, NaN/inf, step beyond the
-    episode limit) is rejected before it changes any episode or the bag. Open episodes are capped in number
-    (`learner.max_open_episodes`, oldest closed first) and in age (`learner.open_episode_timeout_s`, by
-    `expire`), each in length by `task.max_episode_steps`.
+    sequence numbers reveal every message missed on the way (counted exactly from the first message heard from it);
+    a missed message, or a step out of order, closes the stream's open episode as cut short at its last consecutive
+    step, and the rest of that episode is not stored (counted `cut`), so replay and the bags never hold a spliced
+    episode. A new episode id closes the previous one as cut short (the controller's episode was interrupted: a
+    fault, a new goal from outside, a reset, disabling, a restarted controller). The first episode heard from a
+    publisher may start past step 0 (the learner started while that controller was mid-episode): it is kept from
+    there, a whole tail. A malformed message (undecodable, sizes not the config's, NaN/inf, step beyond the episode
+    limit) is rejected before it changes any episode or the bag. Open episodes are capped in number
+    (`learner.max_open_episodes`, oldest closed first) and in age (`learner.open_episode_timeout_s`, by `expire`),
+    each in length by `task.max_episode_steps`.
 
     published = stored + lost for every publisher since its first message heard; lost = missed + rejected + cut.
     """

@@ -66,7 +66,7 @@ class ControllerNode(Node):
         self.joint_names = list(self.cfg.task.joint_names)
         self.lockstep = self.cfg.sim.lockstep
         self.loop = ControlLoop(self.cfg, kinematics.safe_lower, kinematics.safe_upper, kinematics.fk,
-                                seed=self.cfg.agent.seed, lockstep=self.lockstep, reset_arm=self.reset_arm)
+                                seed=ccfg.seed, lockstep=self.lockstep, reset_arm=self.reset_arm)
         self.control = TickThread(self.loop, self, self.lockstep, ccfg.lockstep_max_backlog, ccfg.thread_priority)
         self.requested_version = 0  # newest model version handed to the loader (0: none in flight)
         self.rejections = Rejections()
@@ -86,7 +86,7 @@ class ControllerNode(Node):
                                      guarded(self, self.on_learner_progress), 10)
         self.create_service(SetBool, topics.ENABLE, guarded(self, self.on_enable, service=True))
         self.create_service(Trigger, topics.RESET, guarded(self, self.on_reset, service=True))
-        self.arm_reset = self.create_client(Trigger, topics.ARM_RESET)
+        self.arm_reset = self.create_client(Trigger, ccfg.reset_service) if ccfg.reset_service else None
         self.create_timer(STATUS_PERIOD_S, self.publish_status, clock=Clock(clock_type=ClockType.STEADY_TIME))
 
         self.loader = ModelLoader(self.cfg, lambda: self.loop.model_cfg, self.on_model_ready,
@@ -175,7 +175,7 @@ class ControllerNode(Node):
 
     def reset_arm(self) -> bool:
         """Ask the arm for a new episode (tick thread); False where it offers no reset (a real arm)."""
-        if not self.arm_reset.service_is_ready():
+        if self.arm_reset is None or not self.arm_reset.service_is_ready():
             return False
         self.arm_reset.call_async(Trigger.Request()).add_done_callback(self.on_arm_reset)
         return True

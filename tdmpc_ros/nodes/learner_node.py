@@ -1,8 +1,10 @@
 """Learner node: trains from demo bags plus the controller's live transitions, hands checkpoints back.
 
 Subscribes  transitions (tdmpc_ros/Transition; reliable, queue up to INTAKE_QUEUE_BYTES, taken serialised)
-Publishes   model_updates (tdmpc_ros/ModelUpdate; latched), learner_progress (tdmpc_ros/LearnerProgress,
-            20 Hz: a lockstep controller holds the world while the learner's backlog is large), /diagnostics
+Publishes   model_updates (tdmpc_ros/ModelUpdate; latched), model_weights (tdmpc_ros/ModelWeights: with
+            learner.weights_transport dds, each checkpoint's bytes in pieces; the newest model's kept for late
+            joiners), learner_progress (tdmpc_ros/LearnerProgress, 20 Hz: a lockstep controller holds the world
+            while the learner's backlog is large), /diagnostics
 
 Transitions are taken as the serialised bytes DDS delivered: checked field by field before anything is
 converted (data.transitions.LiveIntake: sizes against the config, NaN/inf, step order, per-publisher sequence
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.subscription import MessageInfo
 
@@ -30,7 +33,8 @@ from tdmpc_ros.data.transitions import LiveIntake, transition_cdr_bytes
 from tdmpc_ros.learning.checkpoint import file_sha256
 from tdmpc_ros.learning.learner import Learner, Published
 from tdmpc_ros.learning.metrics import MetricsLogger
-from tdmpc_ros.msg import LearnerProgress, ModelUpdate, Transition
+from tdmpc_ros.learning.weights import split
+from tdmpc_ros.msg import LearnerProgress, ModelUpdate, ModelWeights, Transition
 from tdmpc_ros.nodes import qos, run_node
 from tdmpc_ros.nodes.params import declare_config
 
@@ -52,6 +56,42 @@ def under_ros_home(path: str) -> Path:
     return path if path.is_absolute() else Path(os.environ.get("ROS_HOME", "~/.ros")).expanduser() / path
 
 
+class WeightsPublisher:
+    """Checkpoints on model_weights as their file's bytes, in pieces of at most `chunk_bytes`, so a controller
+    needs nothing of this machine's filesystem. The writer keeps one model's pieces (qos.model_weights): a
+    controller that starts late gets the newest complete model from DDS alone."""
+
+    def __init__(self, node: Node, chunk_bytes: int):
+        self.node = node
+        self.chunk_bytes = chunk_bytes
+        self.pub = None
+        self.depth = 0
+
+    def publish(self, published: Published) -> str:
+        """Send one checkpoint (any thread); a line saying how, for the log."""
+        started = time.monotonic()
+        data = Path(published.path).read_bytes()
+        chunks = split(data, published.version, published.sha256, self.chunk_bytes)
+        if len(chunks) > self.depth:  # the first model, or one a piece longer: a new writer keeping them all
+            if self.pub is not None:
+                self.node.destroy_publisher(self.pub)
+            self.depth = len(chunks)
+            self.pub = self.node.create_publisher(ModelWeights, topics.MODEL_WEIGHTS, qos.model_weights(self.depth))
+            if self.depth > qos.MAX_QUEUE_DEPTH:
+                self.node.get_logger().warning(
+                    f"a model is {self.depth} pieces, more than the {qos.MAX_QUEUE_DEPTH} DDS keeps: controllers "
+                    "that start late will not get it whole; raise learner.weights_chunk_bytes")
+        stamp = self.node.get_clock().now().to_msg()
+        for chunk in chunks:
+            msg = ModelWeights(version=chunk.version, sha256=chunk.sha256, total_bytes=chunk.total_bytes,
+                               chunk_index=chunk.index, chunk_count=chunk.count)
+            msg.header.stamp = stamp
+            msg.data.frombytes(chunk.data)  # one copy, without the per-byte checks of assigning a sequence
+            self.pub.publish(msg)
+        return (f"sent on {topics.MODEL_WEIGHTS}: {len(data)} bytes in {len(chunks)} pieces "
+                f"({time.monotonic() - started:.2f} s)")
+
+
 class LearnerNode(Node):
     def __init__(self):
         super().__init__("learner")
@@ -62,6 +102,8 @@ class LearnerNode(Node):
         self.metrics = MetricsLogger(self.run_dir, config=self.cfg)  # the resolved config first, before any data
         log = self.get_logger().info
         self.update_pub = self.create_publisher(ModelUpdate, topics.MODEL_UPDATES, qos.LATCHED)
+        self.weights = (WeightsPublisher(self, self.cfg.learner.weights_chunk_bytes)
+                        if self.cfg.learner.weights_transport == "dds" else None)
         self.diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
         self.progress_pub = self.create_publisher(LearnerProgress, topics.LEARNER_PROGRESS, 10)
 
@@ -100,8 +142,11 @@ class LearnerNode(Node):
         self.trainer = threading.Thread(target=self.learner.run, args=(self.stop,), name="trainer", daemon=True)
         self.trainer.start()
         self.last_log = time.monotonic()
-        self.create_timer(1.0, self.on_status)
-        self.create_timer(PROGRESS_PERIOD_S, self.publish_progress)
+        # Steady time: on sim time (lockstep) the world is held while the learner catches up, and the progress
+        # that releases it must not wait for the clock it holds.
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self.create_timer(1.0, self.on_status, clock=steady)
+        self.create_timer(PROGRESS_PERIOD_S, self.publish_progress, clock=steady)
         self.get_logger().info(f"learner: writing to {self.run_dir} (relative paths are under $ROS_HOME), device "
                                f"{self.learner.device}, "
                                f"utd {self.cfg.agent.utd_ratio:g}, pretrain {self.cfg.learner.pretrain_updates}")
@@ -122,7 +167,7 @@ class LearnerNode(Node):
         # logged at the time taken, not received: readers order a bag by log time, and a message DDS had to
         # resend is received after later ones but taken in order
         for episode in self.intake.add(data, bytes(gid["data"]) if gid else b"", info["publication_sequence_number"],
-                                       time.time_ns()):
+                                       self.get_clock().now().nanoseconds):
             self.learner.add_online(episode)
 
     def publish_progress(self) -> None:
@@ -139,8 +184,14 @@ class LearnerNode(Node):
                           updates=published.updates, env_steps=published.env_steps)
         msg.header.stamp = self.get_clock().now().to_msg()
         self.update_pub.publish(msg)
+        sent = ""
+        if self.weights is not None:
+            try:
+                sent = "; " + self.weights.publish(published)
+            except OSError as exc:  # (the trainer's thread) training goes on, and the next model is sent as usual
+                self.get_logger().error(f"model v{published.version} not sent on {topics.MODEL_WEIGHTS}: {exc}")
         self.get_logger().info(f"published model v{published.version} after {published.updates} updates "
-                               f"({published.env_steps} env steps)")
+                               f"({published.env_steps} env steps){sent}")
 
     def status(self) -> dict[str, float | int | str]:
         learner, intake = self.learner, self.intake
