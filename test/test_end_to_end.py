@@ -67,3 +67,29 @@ def test_launch_arm_runs_the_learning_loop(tmp_path, lockstep):
     assert codes == {"launch": 0} and "exit codes: {'arm': 0, 'controller': 0, 'learner': 0}" in text
     for name in ("arm", "controller", "learner"):
         assert f"[{name}] " in text  # each node's output is prefixed with its name
+
+
+def test_the_headline_launch_learns_without_demos(tmp_path):
+    """`ros2 launch tdmpc_ros arm.launch.py` where no demos exist (the node set it starts, lockstep for speed):
+    the learner says so, hands over its untrained model at once, the controller explores with it, and the
+    learner trains on that online data and publishes newer models."""
+    write_config(tmp_path / "arm.yaml")
+    arguments = {"config": str(tmp_path / "arm.yaml"), "demos": str(tmp_path / "no_demos"),
+                 "run_dir": str(tmp_path / "run"), "lockstep": "true"}
+    with LaunchedGraph(arguments, log_path=tmp_path / "launch.log", observer_name="e2e_probe") as graph:
+        transitions = graph.observer.record("transitions", keep=False)
+        updates = graph.observer.record("model_updates", keep=True)
+        status = graph.observer.record("statuses", keep=False)
+        graph.start()
+        assert graph.spin_until(lambda: updates.count >= 1, 300), graph.log_tail()
+        assert updates.samples[0].msg.updates == 0  # the untrained model, before any data
+        assert graph.spin_until(lambda: status.last and status.last.msg.mode == "planning"
+                                and transitions.count >= 2 * SHRUNK["learner"]["publish_every"], 300), graph.log_tail()
+        # trained on online data alone: a newer model, made from updates, reaches the controller
+        assert graph.spin_until(lambda: updates.last.msg.updates > 0
+                                and status.last.msg.model_version == updates.last.msg.version, 300), \
+            graph.log_tail()
+        codes = graph.shutdown(timeout=60)
+    text = (tmp_path / "launch.log").read_text()
+    assert "no demos in" in text and "learning online from scratch" in text
+    assert codes == {"arm": 0, "controller": 0, "learner": 0}
