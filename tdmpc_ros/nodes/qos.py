@@ -20,3 +20,12 @@ def transitions_queue(depth: int) -> QoSProfile:
     end's own, so it still matches)."""
     return QoSProfile(depth=min(depth, MAX_QUEUE_DEPTH), history=TRANSITIONS.history,
                       reliability=TRANSITIONS.reliability)
+
+
+def model_weights(depth: int) -> QoSProfile:
+    """Model weights (msg/ModelWeights, one piece of a checkpoint per message): reliable and transient local. The
+    learner keeps `depth` = one model's pieces, so a controller that starts late gets the newest complete model
+    from DDS alone; a reader needs at least that depth too, since a late joiner receives them all at once. Both
+    capped at MAX_QUEUE_DEPTH (see there)."""
+    return QoSProfile(depth=min(depth, MAX_QUEUE_DEPTH), history=HistoryPolicy.KEEP_LAST,
+                      reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
