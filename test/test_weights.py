@@ -56,19 +56,7 @@ def start_learner(tmp_path: Path, transport: str):
                       tmp_path / "learner.log", env={"ROS_HOME": str(tmp_path)})
 
 
-@pytest.fixture
-def second_context(ros_domain):
-    """Another participant on the test's domain: a controller process of its own."""
-    import rclpy
-
-    context = rclpy.Context()
-    rclpy.init(context=context, domain_id=ros_domain)
-    yield context
-    context.try_shutdown()
-
-
-def test_the_learners_checkpoints_arrive_whole_and_a_late_joiner_gets_the_newest(tmp_path, rclpy_context,
-                                                                                 second_context):
+def test_the_learners_checkpoints_arrive_whole_and_a_late_joiner_gets_the_newest(tmp_path, rclpy_context):
     log = tmp_path / "learner.log"
     proc = start_learner(tmp_path, "dds")
     first = Receiver(rclpy_context, "first_controller")
@@ -83,7 +71,9 @@ def test_the_learners_checkpoints_arrive_whole_and_a_late_joiner_gets_the_newest
                                      max_bytes=CFG.controller.max_checkpoint_bytes)
         assert ckpt.meta["version"] == 1 and ckpt.config.learner.weights_transport == "dds"
 
-        late = Receiver(second_context, "late_controller")  # after the publish: DDS's history only
+        # a reader created after the publish is served from the writer's history alone (bench weights times a
+        # late participant: a controller process of its own)
+        late = Receiver(rclpy_context, "late_controller")
         assert spin_until(late.node, lambda: late.models, 60), late.problems
         assert late.models[0].version == 1 and bytes(late.models[0].data) == data
         assert first.problems == late.problems == [] and len(first.models) == 1
