@@ -15,10 +15,13 @@ CONFIG = REPO / "config" / "arm.yaml"
 
 
 def start_node(name: str, params: dict | None = None, log_path: Path | None = None,
-               env: dict[str, str] | None = None) -> subprocess.Popen:
+               env: dict[str, str] | None = None, hidden: Path | None = None) -> subprocess.Popen:
     """Start tdmpc_ros.nodes.<name> as its own process with the repo config plus `section.field` overrides
-    (and `env` added to this process's environment)."""
+    (and `env` added to this process's environment). `hidden`: a folder the node cannot see (an empty tmpfs
+    mounted over it in a mount namespace of the node's own, as on another machine; needs root)."""
     args = [sys.executable, "-m", f"tdmpc_ros.nodes.{name}", "--ros-args", "--params-file", str(CONFIG)]
+    if hidden is not None:  # unshare and sh exec, so the node keeps the pid (and gets the signals) sent to it
+        args = ["unshare", "--mount", "--", "sh", "-c", 'mount -t tmpfs none "$0" && exec "$@"', str(hidden), *args]
     for key, value in (params or {}).items():
         args += ["-p", f"{key}:={param_text(value)}"]
     out = open(log_path, "w") if log_path else subprocess.DEVNULL

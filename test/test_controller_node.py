@@ -36,7 +36,8 @@ HOME = np.array(CFG.sim.home)
 PERIOD = 1.0 / CFG.task.control_rate_hz
 FAST_PLANNER = {"planner.compile": False, "planner.num_samples": 64, "planner.num_pi_trajs": 8,
                 "planner.num_elites": 8, "planner.iterations": 2,
-                "task.max_episode_steps": 100000}  # this fake arm never resets: one long episode
+                "task.max_episode_steps": 100000,  # this fake arm never resets: one long episode
+                "learner.weights_transport": "file"}  # these tests announce checkpoint files (one machine)
 
 
 class FakeArm:

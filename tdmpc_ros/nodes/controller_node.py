@@ -1,7 +1,8 @@
 """Controller node: MPPI at a fixed rate, delta-position targets to the arm's PD controller.
 
-Subscribes  joint_states (JointState), goal (PointStamped), model_updates (tdmpc_ros/ModelUpdate),
-            learner_progress (tdmpc_ros/LearnerProgress; lockstep only)
+Subscribes  joint_states (JointState), goal (PointStamped), model_weights (tdmpc_ros/ModelWeights: the learner's
+            checkpoints as bytes, with learner.weights_transport dds) or model_updates (tdmpc_ros/ModelUpdate: a
+            path on this machine, with file), learner_progress (tdmpc_ros/LearnerProgress; lockstep only)
 Publishes   the joint command (Float64MultiArray | JointTrajectory | JointState, from `controller.output`),
             transitions (tdmpc_ros/Transition), planner_status (tdmpc_ros/PlannerStatus), /diagnostics
 Services    ~/enable (SetBool), ~/reset (Trigger: end the episode now; the next starts as after any episode)
@@ -43,7 +44,8 @@ from tdmpc_ros.control.loop import PLANNING, ControlLoop, TickResult
 from tdmpc_ros.control.models import ModelLoader
 from tdmpc_ros.control.tick_thread import TickThread
 from tdmpc_ros.kinematics import ArmKinematics
-from tdmpc_ros.msg import LearnerProgress, ModelUpdate, PlannerStatus, Transition
+from tdmpc_ros.learning.weights import WeightsAssembler
+from tdmpc_ros.msg import LearnerProgress, ModelUpdate, ModelWeights, PlannerStatus, Transition
 from tdmpc_ros.nodes import Rejections, guarded, log_failure, qos, run_node
 from tdmpc_ros.nodes.params import declare_config
 
@@ -79,8 +81,9 @@ class ControllerNode(Node):
         self.diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
         self.create_subscription(JointState, topics.JOINT_STATES, guarded(self, self.on_joint_state), qos.STATE)
         self.create_subscription(PointStamped, topics.GOAL, guarded(self, self.on_goal), qos.LATCHED)
-        self.create_subscription(ModelUpdate, topics.MODEL_UPDATES, guarded(self, self.on_model_update),
-                                 qos.LATCHED)
+        if self.cfg.learner.weights_transport == "file":
+            self.create_subscription(ModelUpdate, topics.MODEL_UPDATES, guarded(self, self.on_model_update),
+                                     qos.LATCHED)
         if self.lockstep:
             self.create_subscription(LearnerProgress, topics.LEARNER_PROGRESS,
                                      guarded(self, self.on_learner_progress), 10)
@@ -94,6 +97,13 @@ class ControllerNode(Node):
         if ccfg.model_path:
             self.requested_version = 1
             self.loader.request(ccfg.model_path, "", 1)
+        if self.cfg.learner.weights_transport == "dds":
+            # Weights as bytes: nothing of the learner's filesystem is needed here. The reader keeps as many pieces
+            # as the largest model allowed has, since a late joiner receives the newest model's all at once.
+            self.weights = WeightsAssembler(ccfg.max_checkpoint_bytes, ccfg.weights_timeout_s)
+            pieces = -(-ccfg.max_checkpoint_bytes // self.cfg.learner.weights_chunk_bytes)
+            self.create_subscription(ModelWeights, topics.MODEL_WEIGHTS, guarded(self, self.on_model_weights),
+                                     qos.model_weights(pieces))
         if not self.lockstep:
             # Everything built so far (torch, rclpy, this node) lives for the whole run: keep it out of the
             # cyclic collector's full passes, which otherwise stall ticks for milliseconds now and then.
@@ -143,6 +153,22 @@ class ControllerNode(Node):
         self.get_logger().info(f"model v{msg.version} announced ({msg.path}); loading in the background")
         self.requested_version = msg.version
         self.loader.request(msg.path, msg.sha256, msg.version)
+
+    def on_model_weights(self, msg: ModelWeights) -> None:
+        running = self.loop.model_version
+        self.weights.newest = max(self.weights.newest, running, self.requested_version)
+        added = self.weights.add(msg.version, msg.sha256, msg.total_bytes, msg.chunk_index, msg.chunk_count,
+                                 msg.data, time.monotonic())
+        if added.refused:
+            self.reject(topics.MODEL_WEIGHTS, f"model v{msg.version} piece {msg.chunk_index}/{msg.chunk_count}",
+                        added.refused, f"v{running} keeps running")
+        for line in added.dropped:
+            self.get_logger().warning(f"{topics.MODEL_WEIGHTS}: {line}; v{running} keeps running")
+        if added.model is not None:
+            self.get_logger().info(f"model v{added.model.version} received ({len(added.model.data)} bytes over "
+                                   f"{topics.MODEL_WEIGHTS}); loading in the background")
+            self.requested_version = added.model.version
+            self.loader.request_bytes(added.model.data, added.model.sha256, added.model.version)
 
     def on_model_ready(self, planner, model, version: int, path: str) -> None:
         self.control.offer_model(planner, model, version)
