@@ -36,7 +36,8 @@ TOPICS = {
     "goals": (PointStamped, topics.GOAL, qos.LATCHED),
     "statuses": (PlannerStatus, topics.PLANNER_STATUS, 10),
     "transitions": (Transition, topics.TRANSITIONS, qos.TRANSITIONS),
-    "model_updates": (ModelUpdate, topics.MODEL_UPDATES, qos.LATCHED),
+    # Deep: an observer must see every announcement, also two published while its executor was busy.
+    "model_updates": (ModelUpdate, topics.MODEL_UPDATES, qos.model_weights(100)),
     "diagnostics": (DiagnosticArray, topics.DIAGNOSTICS, 10),
 }
 # The controller is controlling: a plan, or the policy prior on a missed deadline.

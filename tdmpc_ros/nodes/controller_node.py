@@ -32,6 +32,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PointStamped
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
+from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import SetBool, Trigger
@@ -102,8 +103,10 @@ class ControllerNode(Node):
             # as the largest model allowed has, since a late joiner receives the newest model's all at once.
             self.weights = WeightsAssembler(ccfg.max_checkpoint_bytes, ccfg.weights_timeout_s)
             pieces = -(-ccfg.max_checkpoint_bytes // self.cfg.learner.weights_chunk_bytes)
-            self.create_subscription(ModelWeights, topics.MODEL_WEIGHTS, guarded(self, self.on_model_weights),
-                                     qos.model_weights(pieces))
+            # Taken serialised and converted here, under the guard: a piece rclpy fails to convert (seen once,
+            # as a pybind11 conversion error inside the executor) is a logged rejection, not the node's end.
+            self.create_subscription(ModelWeights, topics.MODEL_WEIGHTS, guarded(self, self.on_model_weights_data),
+                                     qos.model_weights(pieces), raw=True)
         if not self.lockstep:
             # Everything built so far (torch, rclpy, this node) lives for the whole run: keep it out of the
             # cyclic collector's full passes, which otherwise stall ticks for milliseconds now and then.
@@ -153,6 +156,9 @@ class ControllerNode(Node):
         self.get_logger().info(f"model v{msg.version} announced ({msg.path}); loading in the background")
         self.requested_version = msg.version
         self.loader.request(msg.path, msg.sha256, msg.version)
+
+    def on_model_weights_data(self, data: bytes) -> None:
+        self.on_model_weights(deserialize_message(data, ModelWeights))
 
     def on_model_weights(self, msg: ModelWeights) -> None:
         running = self.loop.model_version
