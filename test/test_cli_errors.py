@@ -1,4 +1,8 @@
-"""Expected errors in the CLI: one line naming the thing, exit 2 (argparse's code), no traceback; --debug shows it."""
+"""Expected errors in the CLI: one line naming the thing, exit 2 (argparse's code), no traceback; --debug shows it.
+
+The cases run `main()` in-process (a subprocess costs ~2 s of imports each); the --debug case runs the real
+entry point as a process.
+"""
 from __future__ import annotations
 
 import subprocess
@@ -7,6 +11,7 @@ import sys
 import pytest
 
 from ros_helpers import REPO
+from tdmpc_ros.cli.main import main
 
 pytestmark = pytest.mark.unit
 
@@ -29,11 +34,13 @@ def bad_config(tmp_path):
     lambda cfg, tmp: ["eval", "--checkpoint", str(tmp / "missing.pt"), "--episodes", "1"],
     lambda cfg, tmp: ["train", "--demos", str(tmp), "--updates", "0", "--out", str(tmp / "m.pt")],
 ], ids=["bad config value (eval)", "bad config value (train)", "missing checkpoint", "argument out of range"])
-def test_expected_errors_are_one_line_and_exit_2(command, bad_config, tmp_path):
-    result = tdmpc_ros(*command(bad_config, tmp_path))
-    errors = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr and len(errors) == 1, result.stderr
+def test_expected_errors_are_one_line_and_exit_2(command, bad_config, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(REPO)
+    returncode = main(command(bad_config, tmp_path))
+    stderr = capsys.readouterr().err
+    errors = [line for line in stderr.splitlines() if line.strip()]
+    assert returncode == 2, stderr
+    assert "Traceback" not in stderr and len(errors) == 1, stderr
     assert errors[0].startswith("tdmpc-ros ") and ": error: " in errors[0]
     named = {"eval": "task.action_scale", "train": "task.action_scale"}
     if str(bad_config) in command(bad_config, tmp_path):
