@@ -28,7 +28,7 @@ MODEL_PRESETS: dict[str, dict[str, int]] = {
     "48m": dict(enc_dim=1792, mlp_dim=1792, latent_dim=768, num_enc_layers=4, num_q=5),
     "317m": dict(enc_dim=4096, mlp_dim=4096, latent_dim=1376, num_enc_layers=5, num_q=8),
 }
-BUNDLED_ROBOTS = ("kuka_iiwa", "panda")
+BUNDLED_ROBOTS = ("kuka_iiwa", "panda", "xarm6")  # URDFs from pybullet_data (arm_description.py)
 OUTPUTS = ("float64_multi_array", "joint_trajectory", "joint_state")
 MAX_JOINTS = 64
 
@@ -186,12 +186,24 @@ class TaskConfig(_Section):
 
     section = "task"
 
-    robot: str = checked("kuka_iiwa", choices=BUNDLED_ROBOTS)
-    """kuka_iiwa or panda (URDFs from pybullet_data)."""
-    joint_names: list[str] = checked([f"lbr_iiwa_joint_{i}" for i in range(1, 8)], empty_ok=False, unique=True)
-    """Controlled joints, in action order."""
-    ee_link: str = checked("lbr_iiwa_link_7", empty_ok=False)
-    """End-effector link for forward kinematics."""
+    robot: str = checked("kuka_iiwa", empty_ok=False)
+    """The arm: a bundled name (kuka_iiwa, panda, xarm6: URDFs from pybullet_data), a path to a URDF file, or
+    robot_description (nodes read the URDF from that topic). Joints, limits and home come from the URDF."""
+    joint_names: list[str] = checked([], unique=True)
+    """Controlled joints, in action order; empty: the movable joints of the chain from the URDF's root to
+    ee_link, in chain order (filled in when the config is built)."""
+    ee_link: str = checked("")
+    """End-effector link for forward kinematics; empty: the bundled arm's, else the URDF's deepest link."""
+    action_space: str = checked("joint", choices=("joint", "cartesian"))
+    """joint: an action is a joint-position delta (action_scale rad per unit); cartesian: an end-effector
+    position delta (x, y, z; cartesian_scale m per unit) turned into joint targets by IK. Both pass the same
+    joint clips and the workspace box."""
+    cartesian_scale: float = checked(0.02, gt=0.0, le=1.0)
+    """cartesian: metres per tick for a full action: ee target = ee(last target) + clip(a,-1,1) * cartesian_scale."""
+    workspace_low: list[float] = checked([-1.5, -1.5, 0.0], length=3, ge=-100.0, le=100.0)
+    """Lower corner of the box (m, base frame) no commanded target may put the end effector outside of."""
+    workspace_high: list[float] = checked([1.5, 1.5, 2.0], length=3, ge=-100.0, le=100.0)
+    """Upper corner of the workspace box (m, base frame)."""
     control_rate_hz: float = checked(20.0, gt=0.0, le=10_000.0)
     """Control (and action) rate."""
     action_scale: float = checked(0.05, gt=0.0, le=math.pi)
@@ -218,7 +230,13 @@ class TaskConfig(_Section):
 
     @property
     def action_dim(self) -> int:
-        return len(self.joint_names)
+        return 3 if self.action_space == "cartesian" else len(self.joint_names)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        from tdmpc_ros.arm_description import resolve_task  # joint names and end effector from the URDF
+
+        resolve_task(self)
 
 
 @dataclass
@@ -241,8 +259,9 @@ class SimConfig(_Section):
     """/joint_states publish rate in real-time mode."""
     lockstep: bool = checked(False)
     """Advance physics one control period per command received, instead of in real time."""
-    home: list[float] = checked([0.0, 0.4, 0.0, -1.2, 0.0, 1.0, 0.0], empty_ok=False)
-    """Home joint positions (rad)."""
+    home: list[float] = checked([])
+    """Home joint positions (rad); empty: the arm's default (a bundled arm's ready pose, else mid-range of
+    each joint, 0 for continuous ones; filled in when the config is built)."""
     home_noise: float = checked(0.1, ge=0.0, le=math.pi)
     """Uniform perturbation of the home pose at reset (rad)."""
     controller_name: str = checked("forward_position_controller", empty_ok=False, pattern=ROS_NAME)
@@ -349,6 +368,13 @@ class Config:
             self.model.obs_dim = self.task.obs_dim
         if self.model.action_dim == 0:
             self.model.action_dim = self.task.action_dim
+        if not self.sim.home and self.task.robot != "robot_description":
+            from tdmpc_ros.arm_description import describe_task
+
+            try:
+                self.sim.home = list(describe_task(self.task).home)
+            except ConfigError:
+                pass  # joint names of no chain of this URDF (a model-only config): the sim arm refuses them
         check_relations(self)
 
     @property
@@ -372,7 +398,8 @@ def check_relations(cfg: Config) -> None:
     joints = len(task.joint_names)
     require(joints <= MAX_JOINTS, f"task.joint_names: {joints} joints, at most {MAX_JOINTS}")
     require(model.action_dim == task.action_dim,
-            f"model.action_dim {model.action_dim} != task joint count {task.action_dim} (task.joint_names)")
+            f"model.action_dim {model.action_dim} != task action size {task.action_dim} (task.joint_names, "
+            f"task.action_space {task.action_space})")
     require(planner.num_elites <= planner.num_samples,
             f"planner.num_elites {planner.num_elites} exceeds planner.num_samples {planner.num_samples}")
     require(planner.num_pi_trajs <= planner.num_samples,
@@ -385,6 +412,10 @@ def check_relations(cfg: Config) -> None:
                             (sim.friction_range[:1], sim.friction_range[1:], "sim.friction_range"),
                             (sim.gain_scale_range[:1], sim.gain_scale_range[1:], "sim.gain_scale_range")):
         require(all(lo <= hi for lo, hi in zip(low, high)), f"{name}: low {low} above high {high}")
+    require(all(w_lo <= lo and hi <= w_hi for w_lo, lo, hi, w_hi in
+                zip(task.workspace_low, task.goal_low, task.goal_high, task.workspace_high)),
+            f"task.goal_low/goal_high {task.goal_low}/{task.goal_high} reach outside the workspace box "
+            f"task.workspace_low/workspace_high {task.workspace_low}/{task.workspace_high}")
     require(task.success_hold_steps <= task.max_episode_steps,
             f"task.success_hold_steps {task.success_hold_steps} exceeds task.max_episode_steps "
             f"{task.max_episode_steps}: no episode could succeed")

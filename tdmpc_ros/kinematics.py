@@ -1,4 +1,5 @@
-"""Forward and inverse kinematics of the arm from its URDF, through PyBullet in a private DIRECT client.
+"""Forward and inverse kinematics of the arm from its URDF, through PyBullet in a private DIRECT client
+(arm_description.py reads the arm from the URDF and says why PyBullet).
 
 The simulated arm and the controller node both compute the end effector with `ArmKinematics.fk`, so an
 observation built from /joint_states equals the one the simulator would build at the same joint positions.
@@ -11,8 +12,8 @@ import sys
 from dataclasses import dataclass
 
 import numpy as np
-import pybullet_data
 
+from tdmpc_ros.arm_description import ArmDescription, check_velocity, describe_task, urdf_path
 from tdmpc_ros.config import ConfigError, TaskConfig
 
 
@@ -35,44 +36,17 @@ def _import_pybullet():
 p = pybullet = _import_pybullet()
 
 
-@dataclass(frozen=True)
-class RobotSpec:
-    """A URDF from pybullet_data and the names a config for it needs."""
-
-    urdf: str
-    joint_names: tuple[str, ...]
-    ee_link: str
-    home: tuple[float, ...]
-
-
-# TaskConfig/SimConfig defaults describe the iiwa. For the Panda set task.robot: panda, task.joint_names:
-# [panda_joint1 .. panda_joint7], task.ee_link: panda_grasptarget (between the fingertips) and a sim.home
-# inside its limits (joint 4 is in [-3.14, 0]); `robot_overrides("panda")` gives exactly that.
-ROBOTS: dict[str, RobotSpec] = {
-    "kuka_iiwa": RobotSpec("kuka_iiwa/model.urdf", tuple(f"lbr_iiwa_joint_{i}" for i in range(1, 8)),
-                           "lbr_iiwa_link_7", (0.0, 0.4, 0.0, -1.2, 0.0, 1.0, 0.0)),
-    "panda": RobotSpec("franka_panda/panda.urdf", tuple(f"panda_joint{i}" for i in range(1, 8)),
-                       "panda_grasptarget", (0.0, -0.2, 0.0, -2.0, 0.0, 1.9, 0.785)),
-}
-
-
-def robot_spec(robot: str) -> RobotSpec:
-    if robot not in ROBOTS:
-        raise ConfigError(f"task.robot: unknown robot {robot!r}; choose from {sorted(ROBOTS)}")
-    return ROBOTS[robot]
-
-
 def robot_overrides(robot: str) -> dict[str, dict]:
-    """Config overrides (for load_config) that select `robot` with its joint names, end effector and home."""
-    spec = robot_spec(robot)
-    return {"task": {"robot": robot, "joint_names": list(spec.joint_names), "ee_link": spec.ee_link},
-            "sim": {"home": list(spec.home)}}
+    """Config overrides (for load_config) that select `robot` (a bundled name or a URDF path): its joints, end
+    effector and home come from its URDF (arm_description.py), not from whatever arm the config named before."""
+    return {"task": {"robot": robot, "joint_names": [], "ee_link": ""}, "sim": {"home": []}}
 
 
 @dataclass
 class LoadedArm:
     """A URDF loaded into one PyBullet client, with the controlled joints resolved by name."""
 
+    description: ArmDescription
     client: int
     body: int
     joint_indices: list[int]
@@ -87,34 +61,23 @@ class LoadedArm:
 
 
 def load_arm(client: int, task: TaskConfig) -> LoadedArm:
-    """Load task.robot's URDF (fixed base at the origin) into `client`; unknown joint or link names are errors."""
-    spec = robot_spec(task.robot)
-    p.setAdditionalSearchPath(pybullet_data.getDataPath(), physicsClientId=client)
-    body = p.loadURDF(spec.urdf, useFixedBase=True, physicsClientId=client)
-    joints, links, movable, info = {}, {}, [], {}
+    """Load task.robot's URDF (fixed base at the origin) into `client`. The joints, their limits and the end
+    effector are the URDF's as arm_description.py reads them (joint names not on the chain are errors there)."""
+    arm = describe_task(task)
+    check_velocity(task, arm)
+    body = p.loadURDF(urdf_path(task.robot), useFixedBase=True, physicsClientId=client)
+    joints, links, movable = {}, {}, []
     for j in range(p.getNumJoints(body, physicsClientId=client)):
         ji = p.getJointInfo(body, j, physicsClientId=client)
         joints[ji[1].decode()] = j
         links[ji[12].decode()] = j
-        info[j] = ji
         if ji[2] != p.JOINT_FIXED:
             movable.append(j)
-    missing = [name for name in task.joint_names if name not in joints]
-    if missing:
-        hint = f" (for {task.robot} use {list(spec.joint_names)})"
-        raise ConfigError(f"task.joint_names: {missing} not in {spec.urdf}; its joints are {sorted(joints)}{hint}")
-    if task.ee_link not in links:
-        raise ConfigError(f"task.ee_link: {task.ee_link!r} not in {spec.urdf}; its links are {sorted(links)}"
-                          f" (for {task.robot} use {spec.ee_link!r})")
-    indices = [joints[name] for name in task.joint_names]
-    not_movable = [name for name, j in zip(task.joint_names, indices) if j not in movable]
-    if not_movable:
-        raise ConfigError(f"task.joint_names: {not_movable} are fixed joints in {spec.urdf}")
-    base = p.getBodyInfo(body, physicsClientId=client)[0].decode()
-    return LoadedArm(client, body, indices, links[task.ee_link],
-                     lower=np.array([info[j][8] for j in indices]), upper=np.array([info[j][9] for j in indices]),
-                     max_effort=np.array([info[j][10] for j in indices]),
-                     max_velocity=np.array([info[j][11] for j in indices]), base_link=base, movable=movable)
+    if arm.ee_link not in links:  # the URDF's root: PyBullet's base, not a link it can move
+        raise ConfigError(f"task.ee_link: {arm.ee_link!r} is the root of {arm.urdf.source}; name a link below it")
+    return LoadedArm(arm, client, body, [joints[name] for name in arm.joint_names], links[arm.ee_link],
+                     lower=np.array(arm.lower), upper=np.array(arm.upper), max_effort=np.array(arm.effort),
+                     max_velocity=np.array(arm.velocity), base_link=arm.base_link, movable=movable)
 
 
 class ArmKinematics:
@@ -124,6 +87,7 @@ class ArmKinematics:
         self.task = task
         self.client = p.connect(p.DIRECT)
         self.arm = load_arm(self.client, task)
+        self.description = self.arm.description
         self.lower, self.upper = self.arm.lower, self.arm.upper
         self.safe_lower = self.lower + task.joint_margin
         self.safe_upper = self.upper - task.joint_margin
@@ -148,8 +112,9 @@ class ArmKinematics:
                                physicsClientId=self.client)
         return np.array(state[4])
 
-    def ik(self, xyz, q_rest, iterations: int = 200, tolerance: float = 1e-4) -> np.ndarray:
-        """Joint positions within the safe limits that put the end effector at xyz, starting from and near q_rest."""
+    def ik(self, xyz, q_rest, iterations: int = 200, tolerance: float = 1e-4, orientation=None) -> np.ndarray:
+        """Joint positions within the safe limits that put the end effector at xyz, starting from and near q_rest
+        (and its link frame at `orientation`, a quaternion x y z w, if given)."""
         q_rest = np.asarray(q_rest, np.float64)
         self._set(q_rest)
         # Null-space IK over all movable DoF: ours get the safe limits and rest pose, others stay where they are.
@@ -163,7 +128,8 @@ class ArmKinematics:
         q = p.calculateInverseKinematics(
             self.arm.body, self.arm.ee_index, [float(v) for v in xyz], lowerLimits=lower.tolist(),
             upperLimits=upper.tolist(), jointRanges=(upper - lower).tolist(), restPoses=rest.tolist(),
-            maxNumIterations=iterations, residualThreshold=tolerance, physicsClientId=self.client)
+            maxNumIterations=iterations, residualThreshold=tolerance, physicsClientId=self.client,
+            **({} if orientation is None else {"targetOrientation": [float(v) for v in orientation]}))
         return np.clip(np.asarray(q)[ours], self.safe_lower, self.safe_upper)
 
     def close(self) -> None:

@@ -158,7 +158,7 @@ def test_the_issue_examples_are_refused_in_a_parameter_file(tmp_path):
             load_config(path)
 
 
-def test_bundled_robots_match_the_kinematics_table():
-    from tdmpc_ros.kinematics import ROBOTS
+def test_bundled_robots_match_the_arm_descriptions():
+    from tdmpc_ros.arm_description import BUNDLED
 
-    assert set(ROBOTS) == set(BUNDLED_ROBOTS)
+    assert set(BUNDLED) == set(BUNDLED_ROBOTS)

@@ -17,7 +17,7 @@ from tdmpc_ros.task import ReachTask
 
 pytestmark = pytest.mark.unit
 
-HOME = np.array(SimConfig().home)
+HOME = np.array(Config().sim.home)
 
 
 def make_arm(**sim_fields) -> Arm:
@@ -49,7 +49,7 @@ def test_ik_reaches_goals_in_the_box_and_fk_agrees(robot):
 
 def test_wrong_joint_names_and_rates_name_the_field():
     with pytest.raises(ConfigError, match="task.joint_names.*panda_joint1"):
-        ArmKinematics(TaskConfig(robot="panda"))
+        ArmKinematics(TaskConfig(robot="panda", joint_names=[f"lbr_iiwa_joint_{i}" for i in range(1, 8)]))
     with pytest.raises(ConfigError, match="task.ee_link"):
         ArmKinematics(TaskConfig(ee_link="no_such_link"))
     with pytest.raises(ConfigError, match="sim.physics_hz"):

@@ -43,7 +43,7 @@ class Arm:
         self.joints = self.arm.joint_indices
         self.n = len(self.joints)
         self.lower, self.upper = self.arm.lower, self.arm.upper
-        self.home = np.asarray(sim.home, np.float64)
+        self.home = np.asarray(sim.home or self.arm.description.home, np.float64)  # empty: the arm's default
         if self.home.shape != (self.n,):
             raise ConfigError(f"sim.home has {self.home.size} values for {self.n} joints in task.joint_names")
         self.max_effort = np.minimum(sim.max_effort, self.arm.max_effort)

@@ -1,0 +1,112 @@
+"""The arm from its URDF: a URDF written here (4 movable joints, a fixed one, a continuous one, a side branch),
+the bundled xArm6, and the errors that name what is wrong."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from tdmpc_ros.arm_description import CONTINUOUS_LIMIT, DEFAULT_VELOCITY, describe, load_urdf
+from tdmpc_ros.config import ConfigError, TaskConfig, load_config
+from tdmpc_ros.kinematics import ArmKinematics, robot_overrides
+
+pytestmark = pytest.mark.unit
+
+
+def joint(name, kind, parent, child, xyz="0 0 0.2", limit='<limit lower="-2" upper="2" velocity="2" effort="10"/>'):
+    return (f'<joint name="{name}" type="{kind}"><parent link="{parent}"/><child link="{child}"/>'
+            f'<origin xyz="{xyz}" rpy="0 0 0"/><axis xyz="0 1 0"/>{limit}</joint>')
+
+
+def link(name):
+    return (f'<link name="{name}"><inertial><mass value="1"/><inertia ixx="0.01" iyy="0.01" izz="0.01" ixy="0" '
+            f'ixz="0" iyz="0"/></inertial></link>')
+
+
+# base -j1-> l1 -fixed-> l1b -j2-> l2 -j3 (continuous)-> l3 -j4-> tool; side branch l2 -j_cam-> camera.
+ARM_URDF = "<robot name='test_arm'>" + "".join(link(n) for n in ("base", "l1", "l1b", "l2", "l3", "tool", "camera")) + (
+    joint("j1", "revolute", "base", "l1", limit='<limit lower="-2.5" upper="1.5" velocity="2" effort="10"/>')
+    + joint("j_fixed", "fixed", "l1", "l1b", limit="")
+    + joint("j2", "revolute", "l1b", "l2", limit='<limit lower="-1" upper="1" velocity="1.5" effort="10"/>')
+    + joint("j3", "continuous", "l2", "l3", limit="")
+    + joint("j_cam", "revolute", "l2", "camera", xyz="0.1 0 0")
+    + joint("j4", "revolute", "l3", "tool", limit='<limit lower="0" upper="2" velocity="3" effort="10"/>')
+) + "</robot>"
+
+
+@pytest.fixture
+def arm_urdf(tmp_path):
+    path = tmp_path / "test_arm.urdf"
+    path.write_text(ARM_URDF)
+    return str(path)
+
+
+def test_a_urdf_loads_with_its_chain_joints_limits_and_home(arm_urdf):
+    urdf = load_urdf(arm_urdf)
+    assert urdf.root == "base" and urdf.tip() == "tool"  # the deepest leaf, not the side branch's camera
+    assert [j.name for j in urdf.chain("tool")] == ["j1", "j_fixed", "j2", "j3", "j4"]
+    arm = describe(urdf)
+    assert arm.ee_link == "tool" and arm.joint_names == ("j1", "j2", "j3", "j4")
+    assert arm.lower == (-2.5, -1.0, -CONTINUOUS_LIMIT, 0.0) and arm.upper == (1.5, 1.0, CONTINUOUS_LIMIT, 2.0)
+    assert arm.velocity == (2.0, 1.5, DEFAULT_VELOCITY, 3.0)  # the continuous joint gives none: a sane bound
+    assert arm.home == (-0.5, 0.0, 0.0, 1.0)  # mid-range, 0 for the continuous joint
+    assert describe(urdf, ee_link="camera").joint_names == ("j1", "j2", "j_cam")
+    assert describe(urdf, ["j4", "j1"]).joint_names == ("j4", "j1")  # an explicit order is kept
+
+
+def test_the_config_takes_the_arm_from_the_urdf_and_sizes_follow(arm_urdf):
+    cfg = load_config(None, robot_overrides(arm_urdf))
+    assert cfg.task.joint_names == ["j1", "j2", "j3", "j4"] and cfg.task.ee_link == "tool"
+    assert cfg.sim.home == [-0.5, 0.0, 0.0, 1.0]
+    assert cfg.model.obs_dim == 2 * 4 + 9 and cfg.model.action_dim == 4
+    cartesian = load_config(None, {**robot_overrides(arm_urdf), "task": {
+        **robot_overrides(arm_urdf)["task"], "action_space": "cartesian"}})
+    assert cartesian.model.action_dim == 3 and cartesian.model.obs_dim == 2 * 4 + 9
+    kin = ArmKinematics(cfg.task)
+    np.testing.assert_allclose(kin.safe_lower, np.array([-2.5, -1.0, -math.pi, 0.0]) + cfg.task.joint_margin)
+    goal = kin.fk(np.array([0.3, 0.4, -0.5, 0.8]))
+    assert np.linalg.norm(kin.fk(kin.ik(goal, np.array(cfg.sim.home))) - goal) < 1e-3
+    kin.close()
+
+
+def test_the_xarm6_is_bundled_with_six_joints():
+    cfg = load_config(None, robot_overrides("xarm6"))
+    assert cfg.task.joint_names == [f"joint{i}" for i in range(1, 7)] and cfg.task.ee_link == "link6"
+    assert cfg.model.action_dim == 6 and cfg.model.obs_dim == 21 and len(cfg.sim.home) == 6
+
+
+def test_a_wrong_ee_link_names_the_links_that_exist(arm_urdf):
+    with pytest.raises(ConfigError, match=r"task.ee_link: 'gripper' is not a link of .*test_arm.urdf; its links are "
+                                          r"\['base', 'camera', 'l1', 'l1b', 'l2', 'l3', 'tool'\]"):
+        TaskConfig(robot=arm_urdf, ee_link="gripper")
+
+
+def test_a_urdf_that_does_not_parse_names_the_file_and_the_fault(tmp_path):
+    broken = tmp_path / "broken.urdf"
+    broken.write_text(ARM_URDF[:-20])
+    with pytest.raises(ConfigError, match=r"task.robot: .*broken.urdf is not valid XML: .*line 1"):
+        TaskConfig(robot=str(broken))
+    broken.write_text(ARM_URDF.replace('upper="1" velocity="1.5"', 'upper="wide" velocity="1.5"'))
+    with pytest.raises(ConfigError, match=r"broken.urdf: joint 'j2': upper='wide' is not a number"):
+        TaskConfig(robot=str(broken))
+    with pytest.raises(ConfigError, match=r"task.robot: 'no_such_arm' is neither a bundled arm"):
+        TaskConfig(robot="no_such_arm")
+
+
+def test_joint_names_off_the_chain_are_named(arm_urdf):
+    with pytest.raises(ConfigError, match=r"task.joint_names: 'j_cam' is not a movable joint on the chain base -> "
+                                          r"tool .*\['j1', 'j2', 'j3', 'j4'\]"):
+        TaskConfig(robot=arm_urdf, joint_names=["j1", "j_cam"])
+    with pytest.raises(ConfigError, match=r"'j_fixed' .*a fixed joint"):
+        TaskConfig(robot=arm_urdf, joint_names=["j1", "j_fixed"])
+    # Names of no joint of the file pass the config (a model-only config) but never reach an arm.
+    with pytest.raises(ConfigError, match=r"task.joint_names: 'elbow' .*not a joint of the file"):
+        ArmKinematics(TaskConfig(robot=arm_urdf, joint_names=["j1", "elbow"]))
+
+
+def test_a_step_faster_than_a_joint_may_move_is_refused_naming_both_numbers(arm_urdf):
+    with pytest.raises(ConfigError, match=r"task.action_scale x task.control_rate_hz = 0.1 x 20 = 2 rad/s exceeds "
+                                          r"joint 'j2''s velocity limit 1.5 rad/s"):
+        TaskConfig(robot=arm_urdf, action_scale=0.1, control_rate_hz=20.0)
+    TaskConfig(robot=arm_urdf, action_scale=0.05, control_rate_hz=20.0)  # 1 rad/s: within every limit
