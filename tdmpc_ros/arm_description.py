@@ -103,10 +103,6 @@ class ArmDescription:
     def base_link(self) -> str:
         return self.urdf.root
 
-    def identity(self) -> dict:
-        """What a checkpoint records of the arm it was trained on."""
-        return {"joint_names": list(self.joint_names), "ee_link": self.ee_link, "urdf_sha256": self.urdf.digest}
-
 
 def _float(element, key: str, default: float, where: str) -> float:
     text = element.get(key) if element is not None else None
@@ -237,3 +233,14 @@ def resolve_task(task) -> ArmDescription | None:
     task.joint_names = list(arm.joint_names)
     check_velocity(task, arm)
     return arm
+
+
+def arm_identity(task) -> dict:
+    """What a checkpoint records of the arm it was trained on: joint names, end effector, action space and the
+    URDF's sha256 (None where the URDF is not on disk: robot_description, or a model-only config)."""
+    try:
+        digest = load_urdf(task.robot).digest
+    except ConfigError:
+        digest = None
+    return {"robot": task.robot, "joint_names": list(task.joint_names), "ee_link": task.ee_link,
+            "action_space": task.action_space, "urdf_sha256": digest}

@@ -11,6 +11,7 @@ import zipfile
 import pytest
 import torch
 
+from tdmpc_ros.arm_description import arm_identity
 from tdmpc_ros.config import ControllerConfig, ModelConfig, config_to_dict, load_config
 from tdmpc_ros.control.models import ModelRejected, load_model
 from tdmpc_ros.learning.agent import Agent
@@ -49,7 +50,8 @@ def test_round_trip_restores_weights_optimisers_and_counters(tmp_path, trained_a
     digest = save_checkpoint(path, trained_agent, {"env_steps": 1234})
     assert digest == file_sha256(path) and sidecar_path(path).read_text().split()[0] == digest
     ckpt = load_checkpoint(path)
-    assert ckpt.sha256 == digest and ckpt.meta == {"updates": 3, "env_steps": 1234}
+    assert ckpt.sha256 == digest and ckpt.meta == {"updates": 3, "env_steps": 1234,
+                                                   "arm": arm_identity(trained_agent.cfg.task)}
     assert ckpt.config == trained_agent.cfg
     restored = agent_from_checkpoint(ckpt)
     assert restored.updates == 3 and torch.equal(restored.scale.value, trained_agent.scale.value)
@@ -339,8 +341,8 @@ def test_obs_action_mismatch_is_refused_before_building_a_model(tmp_path, traine
                                            "model.action_dim": 6})
     path = write_payload(tmp_path / "six.pt", payload)
     assert load_checkpoint(path).config.model.action_dim == 6
-    with pytest.raises(ModelRejected, match=r"six\.pt: checkpoint is for obs_dim 21 / action_dim 6, this arm "
-                                            r"needs 23 / 7"):
+    with pytest.raises(ModelRejected, match=r"six\.pt: model for 6 joints \[j0 j1 j2 j3 j4 j5\] .*this arm has 7 "
+                                            r"\[lbr_iiwa_joint_1 "):
         load_model(str(path), None, trained_agent.cfg)
     with pytest.raises(CheckpointError, match=r"weights do not fit"):
         agent_from_checkpoint(load_checkpoint(path))

@@ -34,10 +34,11 @@ def load_model_bytes(data: bytes | bytearray, name: str, sha256: str, cfg: Confi
 
 
 def _model_from(read: Callable[[], object], name: str, cfg: Config):
-    from tdmpc_ros.learning.checkpoint import CheckpointError, agent_from_checkpoint
+    from tdmpc_ros.learning.checkpoint import CheckpointError, agent_from_checkpoint, check_arm
 
     try:
         ckpt = read()
+        check_arm(ckpt, cfg.task)
         model_cfg = ckpt.config.model
         if (model_cfg.obs_dim, model_cfg.action_dim) != (cfg.task.obs_dim, cfg.task.action_dim):
             raise ModelRejected(f"{name}: checkpoint is for obs_dim {model_cfg.obs_dim} / action_dim "

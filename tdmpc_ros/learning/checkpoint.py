@@ -51,7 +51,8 @@ from typing import Any, Callable
 
 import torch
 
-from tdmpc_ros.config import (MODEL_PRESETS, Config, ControllerConfig, ModelConfig, config_from_dict,
+from tdmpc_ros.arm_description import arm_identity
+from tdmpc_ros.config import (MODEL_PRESETS, Config, ControllerConfig, ModelConfig, TaskConfig, config_from_dict,
                               config_to_dict)
 from tdmpc_ros.errors import InputError
 from tdmpc_ros.learning.agent import Agent
@@ -140,7 +141,7 @@ def _write(path: Path, body: bytes) -> str:
 def save_checkpoint(path: str | Path, agent: Agent, meta: dict[str, Any] | None = None) -> str:
     """Write the agent (weights, optimisers, scale, counters) and its config; returns the file's sha256."""
     payload = {"config": config_to_dict(agent.cfg), "agent": agent.state_dict(),
-               "meta": dict({"updates": agent.updates}, **(meta or {}))}
+               "meta": dict({"updates": agent.updates, "arm": arm_identity(agent.cfg.task)}, **(meta or {}))}
     return _write(Path(path), _serialize(payload))
 
 
@@ -410,6 +411,19 @@ def _first_bad_value(tree: dict) -> str | None:
         elif isinstance(node, float) and not math.isfinite(node):
             return f"{prefix[:-1]}: {node} is not finite"
     return None
+
+
+def check_arm(ckpt: Checkpoint, task: TaskConfig) -> None:
+    """Raise CheckpointError unless the checkpoint's model is for this arm (joints, end effector, action space)."""
+    stored = ckpt.config.task
+    if (stored.joint_names, stored.ee_link, stored.action_space) != (task.joint_names, task.ee_link,
+                                                                     task.action_space):
+        urdf = ckpt.meta.get("arm", {}).get("urdf_sha256") if isinstance(ckpt.meta.get("arm"), dict) else None
+        raise CheckpointError(
+            f"{ckpt.path}: model for {len(stored.joint_names)} joints [{' '.join(stored.joint_names)}] (ee "
+            f"{stored.ee_link}, {stored.action_space} actions{f', URDF sha256 {urdf[:12]}' if urdf else ''}), "
+            f"this arm has {len(task.joint_names)} [{' '.join(task.joint_names)}] (ee {task.ee_link}, "
+            f"{task.action_space} actions)")
 
 
 def check_model_config(ckpt: Checkpoint, model: ModelConfig) -> None:
