@@ -45,7 +45,7 @@ class Recorder:
         self.now = 0.0
         self.written: list[bytes] = []
         self.episodes = []
-        self.intake = LiveIntake(cfg, lambda data, stamp, end: self.written.append(data), clock=lambda: self.now)
+        self.intake = LiveIntake(cfg, lambda data, stamp, end, arm: self.written.append(data), clock=lambda: self.now)
         self.seq: dict[bytes, int] = {}
 
     def send(self, data: bytes, publisher: bytes = b"A", seq: int | None = None):
@@ -238,6 +238,46 @@ def test_open_episodes_are_capped_in_number_and_age():
     for step in range(MAX_STEPS + 1):
         rec.send(cdr(transition(50, step)), publisher=b"long")
     assert rec.intake.open_episodes == 1 and rec.intake.rejected == 101
+
+
+@pytest.mark.unit
+def test_a_fleets_arms_keep_their_episodes_apart_in_bags_and_replay(tmp_path):
+    """Two arms whose controllers both number episodes the same, their steps interleaved: the intake tags each
+    episode with its arm, each arm's bags roll at that arm's own episode ends (tiny bags: a roll every
+    episode), so reading the bags back gives every episode whole, per arm, and replay holds (arm, id) pairs."""
+    from tdmpc_ros.data.bags import read_episodes
+    from tdmpc_ros.data.online_bags import ArmBags
+    from tdmpc_ros.learning.replay import Replay
+
+    bags = ArmBags(tmp_path / "online", max_bytes=1)  # a new bag after every episode
+    intake = LiveIntake(CFG, bags.write_cdr)
+    lengths = {"arm0": [7, 9, 8], "arm1": [10, 6, 9]}
+    streams = {arm: [(episode_id, step, step == n - 1) for episode_id, n in enumerate(ns, start=1)
+                     for step in range(n)] for arm, ns in lengths.items()}
+    done, seq = [], {"arm0": 0, "arm1": 0}
+    for i in range(max(map(len, streams.values()))):  # arm0's step, then arm1's: episode ends never line up
+        for arm, steps in streams.items():
+            if i < len(steps):
+                episode_id, step, last = steps[i]
+                seq[arm] += 1
+                value = 100.0 * int(arm[-1]) + episode_id  # tells the arm and episode a step came from
+                done += intake.add(cdr(transition(episode_id, step, last=last, value=value)), b"gid", seq[arm],
+                                   i + 1, arm)  # the same publisher GID, even: the arm keeps them apart
+    bags.close()
+    assert intake.stored == sum(map(sum, lengths.values())) and intake.lost == 0
+    assert sorted((e.arm, e.episode_id, len(e)) for e in done) == \
+        [(arm, i + 1, n) for arm, ns in lengths.items() for i, n in enumerate(ns)]
+    assert sorted(p.name for p in (tmp_path / "online").iterdir()) == ["arm0", "arm1"]
+    assert len(list((tmp_path / "online" / "arm1").glob("online_*"))) == 3  # a bag per episode, none split
+    report = read_episodes([tmp_path / "online"], CFG)
+    assert report.skipped == []
+    back = sorted((e.arm, e.episode_id, len(e), float(e.observations[0, 0])) for e in report.episodes)
+    assert back == [(arm, i + 1, n, 100.0 * int(arm[-1]) + i + 1) for arm, ns in lengths.items()
+                    for i, n in enumerate(ns)]
+    replay = Replay(CFG)
+    for episode in report.episodes:
+        replay.add_online(episode)
+    assert sorted(replay.online_keys()) == [(arm, i) for arm in ("arm0", "arm1") for i in (1, 2, 3)]
 
 
 # -- a live learner node over real DDS ---------------------------------------------------------------------------

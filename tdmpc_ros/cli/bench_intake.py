@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
                    PYTHONUNBUFFERED="1")
         with open(log_path, "w") as log:
-            proc = subprocess.Popen(node_command(spec, "", str(default_config_path())), env=env, stdout=log,
+            proc = subprocess.Popen(node_command(spec, str(default_config_path())), env=env, stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True)
         progress: list[LearnerProgress] = []
         diag: dict[str, str] = {}

@@ -1,8 +1,9 @@
 """`tdmpc-ros launch arm [name:=value ...]`: the node set of arm.launch.py where launch_ros is not installed.
 
-Starts the same executables (<prefix>/lib/tdmpc_ros/) with the same parameters (config/arm.yaml plus the
-launch-argument overrides from tdmpc_ros.launch_spec), prefixes each node's output with its name, forwards
-SIGINT/SIGTERM, and shuts all nodes down when a required one exits.
+Starts the same executables (<prefix>/lib/tdmpc_ros/) in the same namespaces with the same parameters
+(config/arm.yaml plus the launch-argument overrides) and remappings, all from tdmpc_ros.launch_spec; prefixes each
+node's output with its label (`controller`, or `arm0/controller` in a fleet), forwards SIGINT/SIGTERM, and shuts
+all nodes down when a required one exits.
 """
 from __future__ import annotations
 
@@ -60,10 +61,12 @@ def param_text(value) -> str:
     return text.removesuffix("...").strip()
 
 
-def node_command(spec: NodeLaunch, namespace: str, config: str) -> list[str]:
+def node_command(spec: NodeLaunch, config: str) -> list[str]:
     cmd = [sys.executable, str(executable_path(spec.executable)), "--ros-args", "-r", f"__node:={spec.name}"]
-    if namespace:
-        cmd += ["-r", f"__ns:=/{namespace.strip('/')}"]
+    if spec.namespace:
+        cmd += ["-r", f"__ns:=/{spec.namespace.strip('/')}"]
+    for name, target in spec.remappings:
+        cmd += ["-r", f"{name}:={target}"]
     cmd += ["--params-file", config]
     for key, value in spec.parameters.items():
         cmd += ["-p", f"{key}:={param_text(value)}"]
@@ -86,7 +89,6 @@ class Launcher:
         self.specs = node_launches(arguments)
         for spec in self.specs:
             spec.parameters.update(overrides or {})
-        self.namespace = arguments.get("namespace", "")
         self.config = arguments.get("config") or str(default_config_path())
         self.out = out or sys.stdout
         self.procs: dict[str, subprocess.Popen] = {}
@@ -96,12 +98,12 @@ class Launcher:
     def start(self) -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         for spec in self.specs:
-            proc = subprocess.Popen(node_command(spec, self.namespace, self.config), env=env,
+            proc = subprocess.Popen(node_command(spec, self.config), env=env,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                     start_new_session=True,  # our SIGINT reaches children only via us
                                     preexec_fn=_die_with_parent)
-            self.procs[spec.name] = proc
-            thread = threading.Thread(target=self._relay, args=(spec.name, proc), daemon=True)
+            self.procs[spec.label] = proc
+            thread = threading.Thread(target=self._relay, args=(spec.label, proc), daemon=True)
             thread.start()
             self._threads.append(thread)
 
@@ -114,8 +116,8 @@ class Launcher:
     def exited_required(self) -> str | None:
         """Name of a required node that has exited, if any."""
         for spec in self.specs:
-            if spec.required and self.procs[spec.name].poll() is not None:
-                return spec.name
+            if spec.required and self.procs[spec.label].poll() is not None:
+                return spec.label
         return None
 
     def shutdown(self, timeout: float = 10.0) -> dict[str, int]:

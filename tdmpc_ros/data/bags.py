@@ -26,7 +26,7 @@ from tdmpc_ros.data.load_report import LoadReport
 from tdmpc_ros.data.mcap_salvage import McapSalvage
 from tdmpc_ros.data.raw import RawRecording, raw_topic_role
 from tdmpc_ros.data.sqlite_salvage import SqliteSalvage, logs_beside, prepared, unsettled
-from tdmpc_ros.data.transitions import BagEpisodeAssembler, episode_messages
+from tdmpc_ros.data.transitions import BagEpisodeAssembler, arm_of_topic, episode_messages
 from tdmpc_ros.data.typestore import TRANSITION, typestore
 
 STORAGE_SUFFIXES = {".mcap": "mcap", ".db3": "sqlite3"}
@@ -244,7 +244,9 @@ class _Loader:
         selected, raw = self._select(path, list(reader.connections))
         if not selected:
             return []
-        assemblers = {c.topic: BagEpisodeAssembler(self.cfg, str(path)) for c in selected if raw is None}
+        # per topic: in a fleet's online bags each arm's own (episode ids are each arm's), tagged with the arm
+        assemblers = {c.topic: BagEpisodeAssembler(self.cfg, str(path), arm_of_topic(c.topic))
+                      for c in selected if raw is None}
         episodes: list[Episode] = []
         counts = {c.topic: 0 for c in selected}
         undecodable: dict[str, tuple[int, str]] = {}

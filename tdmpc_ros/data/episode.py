@@ -25,6 +25,9 @@ class Episode:
     """[T] header stamps (ns) of the steps, 0 where unknown."""
     source: str = ""
     """Where it came from (a bag path), for messages."""
+    arm: str = ""
+    """The arm that recorded it (its namespace in a fleet, e.g. arm0; '' for a lone arm): episode ids are
+    each arm's own, so (arm, episode_id) names an episode."""
 
     def __post_init__(self) -> None:
         self.observations = np.asarray(self.observations, np.float32)

@@ -1,4 +1,5 @@
-"""The learner's live record: every Transition appended to rosbag2 bags as it arrives, safe against a crash."""
+"""The learner's live record: every Transition appended to rosbag2 bags as it arrives, safe against a crash;
+in a fleet each arm's in bags of its own."""
 from __future__ import annotations
 
 import re
@@ -8,7 +9,7 @@ from pathlib import Path
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.rosbag2.storage_mcap import McapWriter
 
-from tdmpc_ros.data.transitions import bag_message, stamp_ns
+from tdmpc_ros.data.transitions import arm_topic, bag_message, stamp_ns
 from tdmpc_ros.data.typestore import TRANSITION, typestore
 
 BAG_NAME = re.compile(r"online_(\d{4,})$")
@@ -100,3 +101,36 @@ class OnlineBagWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class ArmBags:
+    """One OnlineBagWriter per arm: a lone arm's ('') in `folder` on /transitions, arm `a`'s in `folder/a` on
+    /a/transitions. Each arm's bags roll at that arm's own episode ends, so no episode of any arm is split across
+    bags, and reading them back (`read_episodes`, per topic) keeps each arm's episode ids apart."""
+
+    def __init__(self, folder, **options):
+        """`options`: OnlineBagWriter's (storage, max_bytes, flush_every_s)."""
+        self.folder = Path(folder)
+        self.options = options
+        self.writers: dict[str, OnlineBagWriter] = {}
+
+    def write_cdr(self, data: bytes, log_time_ns: int, episode_end: bool, arm: str = "") -> None:
+        """OnlineBagWriter.write_cdr into `arm`'s bags (LiveIntake's `write`)."""
+        writer = self.writers.get(arm)
+        if writer is None:
+            writer = self.writers[arm] = OnlineBagWriter(self.folder / arm if arm else self.folder,
+                                                         topic=arm_topic(arm), **self.options)
+        writer.write_cdr(data, log_time_ns, episode_end)
+
+    @property
+    def count(self) -> int:
+        """Transitions written (every arm, all bags)."""
+        return sum(w.count for w in self.writers.values())
+
+    def flush(self) -> None:
+        for writer in self.writers.values():
+            writer.flush()
+
+    def close(self) -> None:
+        for writer in self.writers.values():
+            writer.close()

@@ -85,10 +85,12 @@ class BagEpisodeAssembler:
     bad complete episode (sizes not matching cfg.model, NaN, missing steps) is dropped; `problems()` says why.
     """
 
-    def __init__(self, cfg: Config, source: str = ""):
+    def __init__(self, cfg: Config, source: str = "", arm: str = ""):
+        """`arm`: the arm whose transitions these are (`arm_of_topic`), set on every episode."""
         self.obs_dim = cfg.model.obs_dim
         self.action_dim = cfg.model.action_dim
         self.source = source
+        self.arm = arm
         self._open: dict[int, dict[int, _Step]] = {}
         self._duplicates: dict[int, int] = {}  # episode_id -> first step index seen twice
         self._errors: list[tuple[int, str]] = []
@@ -151,7 +153,7 @@ class BagEpisodeAssembler:
             sizes = sorted({len(getattr(s, name)) for s in seq} - {size})
             if sizes:
                 raise EpisodeError(f"{name} has {sizes[0]} values but the config's {setting} is {size}")
-        episode = _episode(episode_id, seq, cut_short, self.source)
+        episode = _episode(episode_id, seq, cut_short, self.source, self.arm)
         for name, values in (("observation", episode.observations), ("action", episode.actions),
                              ("reward", episode.rewards)):
             if not np.isfinite(values).all():
@@ -160,12 +162,23 @@ class BagEpisodeAssembler:
         return episode
 
 
-def _episode(episode_id: int, seq: list[_Step], cut_short: bool, source: str) -> Episode:
+def _episode(episode_id: int, seq: list[_Step], cut_short: bool, source: str, arm: str) -> Episode:
     """The Episode of consecutive steps; `cut_short`: the data ended before its final step."""
     return Episode(episode_id, np.stack([s.observation for s in seq] + [seq[-1].next_observation]),
                    np.stack([s.action for s in seq]), np.array([s.reward for s in seq], np.float32),
                    terminated=seq[-1].terminated, truncated=seq[-1].truncated or cut_short,
-                   stamps_ns=np.array([s.stamp_ns for s in seq], np.int64), source=source)
+                   stamps_ns=np.array([s.stamp_ns for s in seq], np.int64), source=source, arm=arm)
+
+
+def arm_of_topic(topic: str) -> str:
+    """The arm a transitions topic belongs to: its namespace without the leading slash (`/arm0/transitions`
+    -> `arm0`, `/transitions` -> ''), as the learner's online bags name each arm's topic."""
+    return topic.strip("/").rpartition("/")[0]
+
+
+def arm_topic(arm: str) -> str:
+    """The bag topic of an arm's transitions (the inverse of `arm_of_topic`)."""
+    return f"/{arm}/transitions" if arm else "/transitions"
 
 
 _CDR_ENDIAN = {b"\x00\x01": "<", b"\x00\x00": ">"}  # XCDR1 little / big endian: what rmw and rosbags write
@@ -240,8 +253,9 @@ def decode_transition(data: bytes, obs_dim: int, action_dim: int, max_steps: int
 
 @dataclass
 class _Stream:
-    """One publisher (a controller): the last sequence number it was heard with and its open episode."""
+    """One publisher (a controller) of one arm: the last sequence number it was heard with and its open episode."""
 
+    arm: str = ""
     last_seq: int | None = None
     heard: bool = False
     """Whether a message of it was accepted yet."""
@@ -258,7 +272,9 @@ class _Stream:
 class LiveIntake:
     """The learner's live transitions: serialised messages from any number of publishers -> bag + episodes.
 
-    Each publisher is a stream (a controller runs one episode at a time, in step order). Its DDS publication
+    Each publisher of each arm is a stream (a controller runs one episode at a time, in step order); episode ids
+    are each arm's own (every controller counts from 0), so episodes go out tagged with their arm and the
+    bag gets each arm's messages apart (`write`'s `arm`). Its DDS publication
     sequence numbers reveal every message missed on the way (counted exactly from the first message heard from it);
     a missed message, or a step out of order, closes the stream's open episode as cut short at its last consecutive
     step, and the rest of that episode is not stored (counted `cut`), so replay and the bags never hold a spliced
@@ -275,7 +291,7 @@ class LiveIntake:
 
     def __init__(self, cfg: Config, write: Callable[[bytes, int, bool], None], source: str = "",
                  clock: Callable[[], float] = time.monotonic):
-        """`write(data, log_time_ns, episode_end)` stores an accepted message (the online bag)."""
+        """`write(data, log_time_ns, episode_end, arm)` stores an accepted message (the online bags)."""
         self.obs_dim, self.action_dim = cfg.model.obs_dim, cfg.model.action_dim
         self.max_steps = cfg.task.max_episode_steps
         self.max_open = max(1, cfg.learner.max_open_episodes)
@@ -284,7 +300,7 @@ class LiveIntake:
         self.source = source
         self.clock = clock
         self.received = self.stored = self.missed = self.rejected = self.cut = 0
-        self._streams: dict[bytes, _Stream] = {}
+        self._streams: dict[tuple[str, bytes], _Stream] = {}
         self._problems: dict[str, list] = {}  # kind -> [count, first example] since take_problems()
 
     @property
@@ -296,13 +312,14 @@ class LiveIntake:
     def open_episodes(self) -> int:
         return sum(1 for s in self._streams.values() if s.steps)
 
-    def add(self, data: bytes, publisher: bytes, seq: int | None, log_time_ns: int) -> list[Episode]:
-        """One message from `publisher` (its GID) with its publication sequence number (None where the
-        middleware gives none: then only step gaps are seen); returns the episodes it completes or closes."""
+    def add(self, data: bytes, publisher: bytes, seq: int | None, log_time_ns: int, arm: str = "") -> list[Episode]:
+        """One message from `publisher` (its GID) of `arm` (the namespace of the topic it came on, '' for a
+        lone arm) with its publication sequence number (None where the middleware gives none: then only step
+        gaps are seen); returns the episodes it completes or closes."""
         self.received += 1
-        stream = self._streams.get(publisher)
+        stream = self._streams.get((arm, publisher))
         if stream is None:
-            stream = self._streams[publisher] = _Stream()
+            stream = self._streams[arm, publisher] = _Stream(arm)
         stream.last_seen = self.clock()
         done: list[Episode] = []
         if seq is not None:
@@ -310,7 +327,8 @@ class LiveIntake:
                 gap = seq - stream.last_seq - 1
                 self.missed += gap
                 self._problem("missed in transport", gap, f"{gap} between sequence numbers {stream.last_seq} and "
-                                                          f"{seq} of publisher {publisher.hex()}")
+                                                          f"{seq} of publisher {publisher.hex()}"
+                                                          f"{f' of {arm}' if arm else ''}")
                 done += self._close(stream, cut_short=True)
             stream.last_seq = max(seq, stream.last_seq or 0)
         try:
@@ -336,7 +354,7 @@ class LiveIntake:
         stream.steps.append(contents)
         stream.last_stored = stream.last_seen
         end = contents.terminated or contents.truncated
-        self.write(data, log_time_ns, end)
+        self.write(data, log_time_ns, end, stream.arm)
         self.stored += 1
         if end:
             done += self._close(stream, cut_short=False)
@@ -346,11 +364,11 @@ class LiveIntake:
         """Close episodes that got no step for `open_episode_timeout_s` as cut short; forget publishers silent
         that long."""
         now, done = self.clock(), []
-        for publisher, stream in list(self._streams.items()):
+        for key, stream in list(self._streams.items()):
             if now - stream.last_stored > self.timeout_s:
                 done += self._close(stream, cut_short=True)
             if now - stream.last_seen > self.timeout_s:
-                del self._streams[publisher]
+                del self._streams[key]
         return done
 
     def take_problems(self) -> list[str]:
@@ -370,4 +388,4 @@ class LiveIntake:
 
     def _close(self, stream: _Stream, cut_short: bool) -> list[Episode]:
         steps, stream.steps = stream.steps, []
-        return [_episode(stream.episode_id, steps, cut_short, self.source)] if steps else []
+        return [_episode(stream.episode_id, steps, cut_short, self.source, stream.arm)] if steps else []

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +101,7 @@ class Learner:
         self.last_losses: dict[str, float] = {}
         self.recent_success: deque[bool] = deque(maxlen=20)
         self.episodes_seen = 0
+        self.steps_by_arm: Counter[str] = Counter()  # online env steps counted, per arm (a fleet's backlog is their sum)
         self._rate = deque(maxlen=50)  # (time, updates) samples for updates/s
         self._resume()
 
@@ -128,6 +129,7 @@ class Learner:
             self.recent_success.append(bool(episode.terminated))
             if count_steps:
                 self.env_steps += len(episode)
+                self.steps_by_arm[episode.arm] += len(episode)
                 self.owed += len(episode) * self.cfg.agent.utd_ratio
                 self.wake.notify()
 

@@ -33,6 +33,7 @@ class EpisodeRing:
         self.starts_head = self.num_starts = 0
         self.steps = 0
         self.episodes: deque[tuple[int, int]] = deque()  # (steps, window starts) per episode, oldest first
+        self.keys: deque[tuple[str, int]] = deque()  # (arm, episode_id) per episode, oldest first
 
     @property
     def rows(self) -> int:
@@ -58,6 +59,7 @@ class EpisodeRing:
         self.used += need
         self.steps += steps
         self.episodes.append((steps, count))
+        self.keys.append((episode.arm, episode.episode_id))
 
     def _grow(self, needed: int) -> None:
         """Larger arrays; only ever called before the first eviction, so contents start at row 0 unwrapped."""
@@ -72,6 +74,7 @@ class EpisodeRing:
 
     def _evict(self) -> None:
         steps, count = self.episodes.popleft()
+        self.keys.popleft()
         self.head = (self.head + steps + 1) % self.rows
         self.used -= steps + 1
         self.steps -= steps
@@ -134,6 +137,10 @@ class Replay:
 
     def num_online_episodes(self) -> int:
         return len(self.online.episodes)
+
+    def online_keys(self) -> list[tuple[str, int]]:
+        """(arm, episode_id) of every online episode held, oldest first: ids repeat across arms, never within one."""
+        return list(self.online.keys)
 
     def sample(self, batch_size: int, horizon: int, rng: np.random.Generator,
                device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:

@@ -1,6 +1,8 @@
 """Learner node: trains from demo bags plus the controller's live transitions, hands checkpoints back.
 
-Subscribes  transitions (tdmpc_ros/Transition; reliable, queue up to INTAKE_QUEUE_BYTES, taken serialised)
+Subscribes  transitions (tdmpc_ros/Transition; reliable, queue up to INTAKE_QUEUE_BYTES, taken serialised); in a
+            fleet <arm>/transitions of each arm in learner.arms, and with learner.discover_arms any
+            <ns>/transitions that appears on the graph
 Publishes   model_updates (tdmpc_ros/ModelUpdate; latched), model_weights (tdmpc_ros/ModelWeights: with
             learner.weights_transport dds, each checkpoint's bytes in pieces; the newest model's kept for late
             joiners), learner_progress (tdmpc_ros/LearnerProgress, 20 Hz: a lockstep controller holds the world
@@ -9,7 +11,8 @@ Publishes   model_updates (tdmpc_ros/ModelUpdate; latched), model_weights (tdmpc
 Transitions are taken as the serialised bytes DDS delivered: checked field by field before anything is
 converted (data.transitions.LiveIntake: sizes against the config, NaN/inf, step order, per-publisher sequence
 numbers, so every loss is counted) and appended unchanged to an online rosbag2 (mcap) in
-`learner.run_dir/online` as they arrive. On start the node resumes from the newest valid checkpoint and reloads
+`learner.run_dir/online` as they arrive (a fleet's arm `a` in `online/a`, episode ids being each arm's own). The
+backlog lockstep controllers pace by is every arm's. On start the node resumes from the newest valid checkpoint and reloads
 its online bags with the demos. Training runs on a thread of its own so the subscription is never starved.
 """
 from __future__ import annotations
@@ -18,6 +21,7 @@ import os
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -28,7 +32,7 @@ from rclpy.subscription import MessageInfo
 
 from tdmpc_ros import topics
 from tdmpc_ros.data.bags import read_episodes
-from tdmpc_ros.data.online_bags import OnlineBagWriter
+from tdmpc_ros.data.online_bags import ArmBags
 from tdmpc_ros.data.transitions import LiveIntake, transition_cdr_bytes
 from tdmpc_ros.learning.checkpoint import file_sha256
 from tdmpc_ros.learning.learner import Learner, Published
@@ -47,6 +51,7 @@ TAKE_BATCH = 500
 queue that has built up is drained in one go (about 3x the rate), while timers still run between batches."""
 LOSS_LOG_PERIOD_S = 2.0
 """Lost transitions are logged at most this often (counted all the while)."""
+TRANSITION_TYPE = "tdmpc_ros/msg/Transition"
 
 
 def under_ros_home(path: str) -> Path:
@@ -130,14 +135,15 @@ class LearnerNode(Node):
                 "from them)")
             self.learner.checkpoint()
 
-        self.writer = OnlineBagWriter(self.online_dir, max_bytes=self.cfg.learner.bag_max_bytes)
+        self.writer = ArmBags(self.online_dir, max_bytes=self.cfg.learner.bag_max_bytes)
         self.intake = LiveIntake(self.cfg, self.writer.write_cdr, source=str(self.online_dir))
         self.lost_reported, self.last_loss_log = 0, -LOSS_LOG_PERIOD_S
         message_bytes = transition_cdr_bytes(self.cfg.model.obs_dim, self.cfg.model.action_dim)
-        queue = qos.transitions_queue(max(1, INTAKE_QUEUE_BYTES // message_bytes))
-        self.queue_depth = queue.depth
-        self.transitions = self.create_subscription(Transition, topics.TRANSITIONS, self.on_transition, queue,
-                                                    raw=True)
+        self.queue = qos.transitions_queue(max(1, INTAKE_QUEUE_BYTES // message_bytes))  # per arm
+        self.queue_depth = self.queue.depth
+        self.transitions: dict[str, object] = {}  # arm ('' for a lone arm) -> its subscription
+        for arm in dict.fromkeys(self.cfg.learner.arms or [""]):  # each once
+            self.subscribe_arm(arm)
         self.stop = threading.Event()
         self.trainer = threading.Thread(target=self.learner.run, args=(self.stop,), name="trainer", daemon=True)
         self.trainer.start()
@@ -147,27 +153,48 @@ class LearnerNode(Node):
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         self.create_timer(1.0, self.on_status, clock=steady)
         self.create_timer(PROGRESS_PERIOD_S, self.publish_progress, clock=steady)
+        if self.cfg.learner.discover_arms:
+            self.create_timer(1.0, self.discover_arms, clock=steady)
         self.get_logger().info(f"learner: writing to {self.run_dir} (relative paths are under $ROS_HOME), device "
                                f"{self.learner.device}, "
                                f"utd {self.cfg.agent.utd_ratio:g}, pretrain {self.cfg.learner.pretrain_updates}")
 
-    def on_transition(self, data: bytes, info: MessageInfo) -> None:
+    def subscribe_arm(self, arm: str) -> None:
+        """Take `arm`'s transitions (`<arm>/transitions`; '' is this node's own `transitions`)."""
+        topic = f"{arm}/{topics.TRANSITIONS}" if arm else topics.TRANSITIONS
+        self.transitions[arm] = self.create_subscription(
+            Transition, topic, lambda data, info: self.on_transition(arm, data, info), self.queue, raw=True)
+        if arm:
+            self.get_logger().info(f"taking arm {arm}'s transitions ({self.resolve_topic_name(topic)})")
+
+    def discover_arms(self) -> None:
+        """learner.discover_arms: subscribe to every Transition topic under this node's namespace not taken yet."""
+        own = self.resolve_topic_name(topics.TRANSITIONS)
+        prefix = self.get_namespace().rstrip("/") + "/"
+        for name, types in self.get_topic_names_and_types():
+            if TRANSITION_TYPE not in types or not name.startswith(prefix) or not name.endswith("/transitions"):
+                continue
+            arm = "" if name == own else name[len(prefix):-len("/transitions")]
+            if arm not in self.transitions:
+                self.subscribe_arm(arm)
+
+    def on_transition(self, arm: str, data: bytes, info: MessageInfo) -> None:
         """The message the executor took, then whatever else waits, up to TAKE_BATCH (see there)."""
-        self.take(data, info)
-        handle = self.transitions.handle
+        self.take(arm, data, info)
+        handle = self.transitions[arm].handle
         with handle:  # as the executor holds it: the subscription is not destroyed while in use
             for _ in range(TAKE_BATCH - 1):
                 taken = handle.take_message(Transition, True)
                 if taken is None:
                     break
-                self.take(*taken)
+                self.take(arm, *taken)
 
-    def take(self, data: bytes, info: MessageInfo) -> None:
+    def take(self, arm: str, data: bytes, info: MessageInfo) -> None:
         gid = info["publisher_gid"]
         # logged at the time taken, not received: readers order a bag by log time, and a message DDS had to
         # resend is received after later ones but taken in order
         for episode in self.intake.add(data, bytes(gid["data"]) if gid else b"", info["publication_sequence_number"],
-                                       self.get_clock().now().nanoseconds):
+                                       self.get_clock().now().nanoseconds, arm):
             self.learner.add_online(episode)
 
     def publish_progress(self) -> None:
@@ -203,7 +230,17 @@ class LearnerNode(Node):
                 "open_episodes": intake.open_episodes, "queue_depth": self.queue_depth,
                 "episodes": learner.episodes_seen, "success_rate": round(learner.success_rate(), 3),
                 "model_version": learner.version, "env_steps": learner.env_steps,
-                **{k: round(v, 5) for k, v in learner.last_losses.items()}}
+                **self.arm_status(), **{k: round(v, 5) for k, v in learner.last_losses.items()}}
+
+    def arm_status(self) -> dict[str, int]:
+        """A fleet's share of each arm: `<arm>/env_steps` counted and `<arm>/replay_episodes` held (by
+        (arm, episode id): every arm's controller numbers its episodes from 0)."""
+        with self.learner.lock:
+            held = Counter(arm for arm, _ in self.learner.replay.online_keys())
+            steps = dict(self.learner.steps_by_arm)
+        arms = sorted((set(held) | set(steps) | set(self.transitions)) - {""})
+        return {key: value for arm in arms
+                for key, value in ((f"{arm}/env_steps", steps.get(arm, 0)), (f"{arm}/replay_episodes", held[arm]))}
 
     def on_status(self) -> None:
         self.writer.flush()  # bounds what a crash can lose to the last second, even when no data arrives
