@@ -30,6 +30,7 @@ MODEL_PRESETS: dict[str, dict[str, int]] = {
 }
 BUNDLED_ROBOTS = ("kuka_iiwa", "panda", "xarm6")  # URDFs from pybullet_data (arm_description.py)
 OUTPUTS = ("float64_multi_array", "joint_trajectory", "joint_state")
+TASK_NAME = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*(:[A-Za-z_][A-Za-z0-9_]*)?"  # reach | pkg.mod:Class
 MAX_JOINTS = 64
 
 
@@ -182,9 +183,14 @@ class AgentConfig(_Section):
 
 @dataclass
 class TaskConfig(_Section):
-    """The reach task and the delta-position action interface, shared by sim, controller and learner."""
+    """The task (tdmpc_ros/tasks/) and the delta-position action interface, shared by sim, controller and learner."""
 
     section = "task"
+
+    name: str = checked("reach", empty_ok=False, pattern=TASK_NAME)
+    """reach, push, or a user's task class as package.module:Class (docs/tasks.md)."""
+    reward: str = checked("dense", choices=("dense", "sparse"))
+    """dense: the task's shaping; sparse: 0 on a step within the goal, -1 otherwise."""
 
     robot: str = checked("kuka_iiwa", empty_ok=False)
     """The arm: a bundled name (kuka_iiwa, panda, xarm6: URDFs from pybullet_data), a path to a URDF file, or
@@ -222,11 +228,22 @@ class TaskConfig(_Section):
     """Truncation limit per episode."""
     base_frame: str = checked("", pattern=ROS_NAME)
     """Frame id that goals must carry; empty: the arm's base link (the URDF's root)."""
+    object_size: float = checked(0.05, gt=0.0, le=1.0)
+    """push: edge of the cube (m)."""
+    object_start_low: list[float] = checked([0.54, -0.08], length=2, ge=-10.0, le=10.0)
+    """push: lower corner of the cube's start area on the table (x, y; m, base frame)."""
+    object_start_high: list[float] = checked([0.6, 0.08], length=2, ge=-10.0, le=10.0)
+    """push: upper corner of the cube's start area on the table (x, y; m, base frame)."""
+    ee_object_weight: float = checked(0.5, ge=0.0, le=100.0)
+    """push, dense reward: weight of the end effector's distance to the cube."""
+    object_goal_weight: float = checked(1.0, ge=0.0, le=100.0)
+    """push, dense reward: weight of the cube's distance to the goal."""
 
     @property
     def obs_dim(self) -> int:
-        # q, qd, end effector, goal, goal - end effector
-        return 2 * len(self.joint_names) + 9
+        from tdmpc_ros.tasks import make_task  # the task defines its observation
+
+        return make_task(self).obs_dim
 
     @property
     def action_dim(self) -> int:
@@ -274,6 +291,10 @@ class SimConfig(_Section):
     """Domain randomisation: actions applied this many control ticks late."""
     obs_noise: float = checked(0.0, ge=0.0)
     """Domain randomisation: Gaussian noise std on measured joint positions (rad)."""
+    object_mass_range: list[float] = checked([0.2, 0.2], length=2, gt=0.0, le=100.0)
+    """push, domain randomisation: the cube's mass drawn per episode from this range (kg)."""
+    object_friction_range: list[float] = checked([0.5, 0.5], length=2, ge=0.0, le=10.0)
+    """push, domain randomisation: the cube's lateral friction coefficient drawn per episode."""
     seed: int = checked(0, ge=0, lt=2**32)
     """Seed for goals, home perturbation and randomisation."""
 
@@ -349,12 +370,6 @@ class LearnerConfig(_Section):
     another machine needs nothing of this one's filesystem) or file (only the path, one machine)."""
     weights_chunk_bytes: int = checked(4 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
     """Largest piece of a model in one model_weights message (bigger models go in several)."""
-    arms: list[str] = checked([], pattern=ROS_NAME)
-    """A fleet: the namespaces of the arms whose `<arm>/transitions` the learner takes (relative to its own
-    namespace, e.g. [arm0, arm1]), each arm's episodes kept apart; empty: its own `transitions` (one arm)."""
-    discover_arms: bool = checked(False)
-    """Also take every `<ns>/transitions` (tdmpc_ros/msg/Transition) that appears on the graph, checked each
-    second: arms started later, or on other machines, without listing them."""
 
 
 @dataclass
@@ -416,7 +431,11 @@ def check_relations(cfg: Config) -> None:
             f"agent.discount_min {agent.discount_min:g} exceeds agent.discount_max {agent.discount_max:g}")
     for low, high, name in ((task.goal_low, task.goal_high, "task.goal_low/goal_high"),
                             (sim.friction_range[:1], sim.friction_range[1:], "sim.friction_range"),
-                            (sim.gain_scale_range[:1], sim.gain_scale_range[1:], "sim.gain_scale_range")):
+                            (sim.gain_scale_range[:1], sim.gain_scale_range[1:], "sim.gain_scale_range"),
+                            (task.object_start_low, task.object_start_high, "task.object_start_low/high"),
+                            (sim.object_mass_range[:1], sim.object_mass_range[1:], "sim.object_mass_range"),
+                            (sim.object_friction_range[:1], sim.object_friction_range[1:],
+                             "sim.object_friction_range")):
         require(all(lo <= hi for lo, hi in zip(low, high)), f"{name}: low {low} above high {high}")
     require(all(w_lo <= lo and hi <= w_hi for w_lo, lo, hi, w_hi in
                 zip(task.workspace_low, task.goal_low, task.goal_high, task.workspace_high)),

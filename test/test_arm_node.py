@@ -12,8 +12,8 @@ from tdmpc_ros import topics
 from tdmpc_ros.config import load_config
 from tdmpc_ros.kinematics import ArmKinematics
 from tdmpc_ros.sim.arm import Arm
-from tdmpc_ros.sim.reach_env import ReachEnv
-from tdmpc_ros.task import ReachTask
+from tdmpc_ros.sim.env import ArmEnv
+from tdmpc_ros.tasks.reach import ReachTask
 
 pytestmark = pytest.mark.ros
 
@@ -234,7 +234,7 @@ def test_lockstep_advances_exactly_one_control_period_per_command_and_clock_tell
 
 def test_env_and_node_give_the_same_observation_and_reward(arm_node):
     probe, _ = arm_node(**{"sim.lockstep": True})
-    env = ReachEnv(CFG)
+    env = ArmEnv(CFG)
     env.reset(options={"goal": probe.goal()})
     kinematics, task = ArmKinematics(CFG.task), ReachTask(CFG.task)
     rng = np.random.default_rng(3)

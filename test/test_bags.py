@@ -24,7 +24,7 @@ from tdmpc_ros.data.online_bags import OnlineBagWriter
 from tdmpc_ros.data.transitions import BagEpisodeAssembler, bag_message, episode_messages
 from tdmpc_ros.data.typestore import TRANSITION, typestore
 from tdmpc_ros.kinematics import ArmKinematics
-from tdmpc_ros.task import ReachTask
+from tdmpc_ros.tasks.reach import ReachTask
 
 pytestmark = pytest.mark.unit
 

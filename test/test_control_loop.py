@@ -15,7 +15,7 @@ from tdmpc_ros.control.loop import DISABLED, HOLD, PLANNING, POLICY_FALLBACK, Co
 from tdmpc_ros.control.priority import realtime_priority
 from tdmpc_ros.control.inputs import JointSample
 from tdmpc_ros.kinematics import ArmKinematics
-from tdmpc_ros.task import apply_action
+from tdmpc_ros.control.actions import apply_action
 
 pytestmark = pytest.mark.unit
 

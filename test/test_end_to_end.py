@@ -13,7 +13,7 @@ from tdmpc_ros.cli.harness import LaunchedGraph
 from tdmpc_ros.config import Config
 from tdmpc_ros.data.bags import write_transition_bag
 from tdmpc_ros.sim.expert import expert_episodes
-from tdmpc_ros.sim.reach_env import ReachEnv
+from tdmpc_ros.sim.env import ArmEnv
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -34,7 +34,7 @@ def write_config(path):
 
 def write_demos(folder, episodes=3):
     cfg = Config()
-    env = ReachEnv(cfg)
+    env = ArmEnv(cfg)
     for i, episode in enumerate(expert_episodes(env, episodes)):
         write_transition_bag(folder / f"demo_{i}", [episode])
     env.close()

@@ -32,7 +32,7 @@ from tdmpc_ros.config import Config
 from tdmpc_ros.data.bags import read_episodes
 from tdmpc_ros.msg import LearnerProgress, ModelUpdate, Transition
 from tdmpc_ros.nodes import guarded
-from tdmpc_ros.task import VELOCITY_SCALE
+from tdmpc_ros.tasks.base import VELOCITY_SCALE
 
 pytestmark = pytest.mark.ros
 

@@ -7,14 +7,14 @@ import pytest
 from tdmpc_ros.config import load_config
 from tdmpc_ros.learning.learner import Learner
 from tdmpc_ros.sim.expert import expert_episodes
-from tdmpc_ros.sim.reach_env import ReachEnv
+from tdmpc_ros.sim.env import ArmEnv
 
 
 
 @pytest.fixture(scope="module")
 def demos():
     cfg = load_config()
-    env = ReachEnv(cfg)
+    env = ArmEnv(cfg)
     episodes = list(expert_episodes(env, 8))
     env.close()
     return episodes

@@ -16,8 +16,7 @@ from tdmpc_ros.data.bags import read_episodes, write_transition_bag
 from tdmpc_ros.learning.checkpoint import load_checkpoint
 from tdmpc_ros.msg import LearnerProgress, ModelUpdate, Transition
 from tdmpc_ros.nodes import qos
-from tdmpc_ros.sim.expert import ScriptedExpert
-from tdmpc_ros.sim.reach_env import ReachEnv, collect_episode
+from tdmpc_ros.sim.env import ArmEnv, collect_episode
 
 pytestmark = pytest.mark.ros
 
@@ -30,8 +29,8 @@ STEPS_PER_EPISODE = 50
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("demos")
-    env = ReachEnv(CFG)
-    expert = ScriptedExpert(env.kinematics, CFG.task, 0.1, np.random.default_rng(0))
+    env = ArmEnv(CFG)
+    expert = env.task.expert(env.kinematics, 0.1, np.random.default_rng(0))
     for i in range(4):
         episode, _ = collect_episode(env, lambda obs, info: expert.act(env.goal, info["q"], env.target), i, seed=i)
         write_transition_bag(folder / f"demo_{i}", [episode])

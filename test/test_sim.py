@@ -12,8 +12,8 @@ from tdmpc_ros.config import Config, ConfigError, SimConfig, TaskConfig, load_co
 from tdmpc_ros.kinematics import ArmKinematics, robot_overrides
 from tdmpc_ros.sim.arm import Arm
 from tdmpc_ros.sim.expert import expert_episodes
-from tdmpc_ros.sim.reach_env import ReachEnv, collect_episode
-from tdmpc_ros.task import ReachTask
+from tdmpc_ros.sim.env import ArmEnv, collect_episode
+from tdmpc_ros.tasks.reach import ReachTask
 
 pytestmark = pytest.mark.unit
 
@@ -133,7 +133,7 @@ def test_friction_gain_scale_and_observation_noise_change_what_they_should():
 @pytest.mark.filterwarnings("ignore:.*Box observation space")  # unbounded observations are intended
 def test_reach_env_interface_matches_the_task():
     cfg = Config()
-    env = ReachEnv(cfg)
+    env = ArmEnv(cfg)
     check_env(env, skip_render_check=True)
     obs, info = env.reset(seed=5)
     obs_again, _ = env.reset(seed=5)
@@ -155,7 +155,7 @@ def test_reach_env_interface_matches_the_task():
 
 def test_env_truncates_at_the_step_limit():
     cfg = Config(task=dataclasses.replace(TaskConfig(), max_episode_steps=7))
-    env = ReachEnv(cfg)
+    env = ArmEnv(cfg)
     episode, info = collect_episode(env, lambda obs, info: np.zeros(7, np.float32), episode_id=3, seed=1)
     assert len(episode) == 7 and episode.truncated and not episode.terminated
     assert episode.observations.shape == (8, cfg.task.obs_dim)
@@ -164,7 +164,7 @@ def test_env_truncates_at_the_step_limit():
 
 @pytest.mark.parametrize("robot", ["kuka_iiwa", "panda"])
 def test_scripted_expert_succeeds_in_at_least_90_percent_of_episodes(robot):
-    env = ReachEnv(load_config(None, robot_overrides(robot)))
+    env = ArmEnv(load_config(None, robot_overrides(robot)))
     episodes = list(expert_episodes(env, 20, noise=0.1, seed=100))
     success_rate = np.mean([e.success for e in episodes])
     print(f"expert success rate {success_rate:.2f}")

@@ -9,11 +9,11 @@ BENCHES: dict[str, tuple[str, str]] = {
     "data": ("tdmpc_ros.cli.bench_data", "rosbag write/read throughput and replay sample cost vs buffer size"),
     "update": ("tdmpc_ros.cli.bench_update", "TD-MPC2 agent updates/s and peak memory on synthetic batches"),
     "control": ("tdmpc_ros.cli.bench_control", "controller node vs PyBullet arm: tick period, plan latency, misses"),
-    "sim": ("tdmpc_ros.cli.bench_sim", "ReachEnv steps/s, scripted expert success rate, arm node /joint_states rate"),
+    "sim": ("tdmpc_ros.cli.bench_sim", "ArmEnv steps/s, scripted expert success rate, arm node /joint_states rate"),
     "plan": ("tdmpc_ros.cli.bench_plan", "MPPI plan-call latency (p50/p99) per preset, backend (torch/onnx) and device"),
     "intake": ("tdmpc_ros.cli.bench_intake", "learner node under R transitions/s: stored, lost, CPU, RSS"),
     "soak": ("tdmpc_ros.cli.bench_soak", "nodes for M minutes: period, misses, updates/s, RSS growth, data kept"),
-    "learn": ("tdmpc_ros.cli.bench_learn", "demos + online MPPI on ReachEnv per seed: env steps to 90% success, curve PNG"),
+    "learn": ("tdmpc_ros.cli.bench_learn", "demos + online MPPI on ArmEnv per seed: env steps to 90% success, curve PNG"),
     "weights": ("tdmpc_ros.cli.bench_weights", "model hand-off over DDS: publish to verified bytes, late joiner"),
 }
 

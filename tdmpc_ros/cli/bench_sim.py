@@ -1,4 +1,4 @@
-"""`tdmpc-ros bench sim`: ReachEnv steps/s, the scripted expert's success rate, and the arm node's
+"""`tdmpc-ros bench sim`: ArmEnv steps/s, the scripted expert's success rate, and the arm node's
 /joint_states rate measured from the header stamps at a subscriber in this process."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import time
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--env-seconds", type=float, default=5.0, help="time stepping ReachEnv with random actions")
+    parser.add_argument("--env-seconds", type=float, default=5.0, help="time stepping ArmEnv with random actions")
     parser.add_argument("--episodes", type=int, default=100, help="scripted-expert episodes (noise 0.1)")
     parser.add_argument("--node-seconds", type=float, default=10.0, help="time measuring /joint_states (0: skip)")
     parser.add_argument("--rate", type=float, default=100.0, help="sim.joint_state_rate_hz for the node")
@@ -23,10 +23,10 @@ def run(args: argparse.Namespace) -> int:
 
     from tdmpc_ros.config import load_config
     from tdmpc_ros.sim.expert import expert_episodes
-    from tdmpc_ros.sim.reach_env import ReachEnv
+    from tdmpc_ros.sim.env import ArmEnv
 
     cfg = load_config()
-    env = ReachEnv(cfg)
+    env = ArmEnv(cfg)
     rng = np.random.default_rng(0)
     env.reset(seed=0)
     steps, start = 0, time.perf_counter()

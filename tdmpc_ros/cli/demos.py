@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from tdmpc_ros.config import default_config_path, load_config
     from tdmpc_ros.data.bags import write_transition_bag
     from tdmpc_ros.sim.expert import expert_episodes
-    from tdmpc_ros.sim.reach_env import ReachEnv
+    from tdmpc_ros.sim.env import ArmEnv
 
     if args.episodes < 1:
         raise InputError(f"--episodes must be at least 1, got {args.episodes}")
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"{existing[0]} already exists ({len(existing)} of the bags to write); "
                          f"choose another --out or --seed, or remove them")
     out.mkdir(parents=True, exist_ok=True)
-    env = ReachEnv(cfg)
+    env = ArmEnv(cfg)
     successes, returns = 0, []
     progress = tqdm(paths, desc="demos", unit="episode", disable=args.json)
     for i, (path, episode) in enumerate(zip(progress, expert_episodes(env, len(paths), args.noise, args.seed))):

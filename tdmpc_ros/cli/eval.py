@@ -1,4 +1,4 @@
-"""`tdmpc-ros eval --checkpoint C`: the eval-mode MPPI planner on ReachEnv; success rate, return, length, latency.
+"""`tdmpc-ros eval --checkpoint C`: the eval-mode MPPI planner on ArmEnv; success rate, return, length, latency.
 
 The task, sim and planner come from the config file (as the controller gets them), the network from the
 checkpoint. `--backend onnx` exports the plan call from the checkpoint as the controller does; `--onnx FILE`
@@ -52,7 +52,7 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict:
     from tdmpc_ros.config import default_config_path, load_config
     from tdmpc_ros.learning.checkpoint import agent_from_checkpoint, check_model_config, load_checkpoint
     from tdmpc_ros.planner import make_planner
-    from tdmpc_ros.sim.reach_env import ReachEnv, collect_episode
+    from tdmpc_ros.sim.env import ArmEnv, collect_episode
 
     if args.episodes < 1:
         raise InputError(f"--episodes must be at least 1, got {args.episodes}")
@@ -70,7 +70,7 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict:
     else:
         planner = make_planner(model, cfg.planner, ckpt.config.discount, seed=args.seed)
     setup_s = time.perf_counter() - start
-    env = ReachEnv(cfg)
+    env = ArmEnv(cfg)
     latencies, episodes = [], []
 
     def act(obs, info):

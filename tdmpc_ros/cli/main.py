@@ -16,7 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demos": ("tdmpc_ros.cli.demos", "record scripted-expert demonstration bags on the PyBullet arm"),
     "train": ("tdmpc_ros.cli.train", "train a model offline from demo (and online) bags"),
     "export-onnx": ("tdmpc_ros.cli.export_onnx", "write a checkpoint's whole MPPI plan call as one ONNX graph"),
-    "eval": ("tdmpc_ros.cli.eval", "success rate, return and plan latency of a checkpoint's eval-mode planner on ReachEnv"),
+    "eval": ("tdmpc_ros.cli.eval", "success rate, return and plan latency of a checkpoint's eval-mode planner on ArmEnv"),
 }
 
 

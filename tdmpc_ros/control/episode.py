@@ -1,12 +1,13 @@
-"""The reach task's episodes: the one state machine of the controller, ReachEnv and raw-bag rebuilding, and how
+"""Every task's episodes: the one state machine of the controller, the sim env and raw-bag rebuilding, and how
 the controller starts the next one.
 
 A step is observation -> applied action -> outcome, and the next observation closes it: its reward, and
-whether the task ended the episode (in the success radius for `task.success_hold_steps` observations in a row:
-terminated; `task.max_episode_steps` steps: truncated). Everything is judged from the measured joints (end
-effector by forward kinematics), as the controller sees the arm, so the sim, the controller and a rebuilt
+whether the task ended the episode (within the goal for `task.success_hold_steps` observations in a row:
+terminated; `task.max_episode_steps` steps: truncated). The task (tdmpc_ros/tasks/) says what the observation,
+the reward and "within the goal" are; everything is judged from the measured joints (end effector by forward
+kinematics) and the task's sensed values, as the controller sees them, so the sim, the controller and a rebuilt
 recording can not disagree about an episode. Each episode's first delta-position step starts from the measured
-joints clipped to the safe limits. What follows an ended episode is the caller's: ReachEnv's reset; raw-bag
+joints clipped to the safe limits. What follows an ended episode is the caller's: the sim env's reset; raw-bag
 rebuilding, the next goal or the next command on the same goal; the controller, as below.
 
 The controller's episode logic is the one authority on episodes; the sim arm has no episode clock or success
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tdmpc_ros.config import TaskConfig
-from tdmpc_ros.task import EpisodeTracker, ReachTask
+from tdmpc_ros.tasks import make_task
 
 RESET_TIMEOUT_S = 5.0
 WAIT, READY, GIVE_UP = "wait", "ready", "give up"  # the states of a reset's outcome
@@ -48,11 +49,31 @@ class Transition:
     truncated: bool
 
 
+class EpisodeTracker:
+    """Counts steps and within-goal streaks; says when an episode terminates (success) or truncates."""
+
+    def __init__(self, cfg: TaskConfig):
+        self.cfg = cfg
+        self.reset()
+
+    def reset(self) -> None:
+        self.steps = 0
+        self.streak = 0
+
+    def step(self, within_goal: bool) -> tuple[bool, bool]:
+        """Record one step; returns (terminated, truncated)."""
+        self.steps += 1
+        self.streak = self.streak + 1 if within_goal else 0
+        terminated = self.streak >= self.cfg.success_hold_steps
+        truncated = not terminated and self.steps >= self.cfg.max_episode_steps
+        return terminated, truncated
+
+
 class EpisodeSteps:
     """One arm's current episode: observe -> act -> observe closes the step; `ended` once the task says so."""
 
     def __init__(self, task: TaskConfig, safe_lower, safe_upper, fk: Callable[[np.ndarray], np.ndarray]):
-        self.task = ReachTask(task)
+        self.task = make_task(task)
         self.tracker = EpisodeTracker(task)
         self.lower = np.asarray(safe_lower, np.float64)
         self.upper = np.asarray(safe_upper, np.float64)
@@ -61,6 +82,7 @@ class EpisodeSteps:
         self.episode_id = 0
         self.observation: np.ndarray | None = None  # the latest one: what the next action is taken from
         self.ee: np.ndarray | None = None  # the end effector of the latest observation
+        self.sensed: dict[str, np.ndarray] = {}  # the task's sensed values of the latest observation
         self.last_target: np.ndarray | None = None  # base of the next delta step (None: from the measured joints)
         self.ended = False
         self._pending: tuple[np.ndarray, np.ndarray] | None = None  # (observation, applied action) awaiting its outcome
@@ -82,18 +104,19 @@ class EpisodeSteps:
         self.tracker.reset()
         self.last_target = None
 
-    def observe(self, q, qd) -> Transition | None:
-        """Take in measured joints: the new observation, and the step it closes (None if none was pending)."""
-        ee = self.fk(q)
-        obs = self.task.observation(q, qd, ee, self.goal)
-        self.observation, self.ee = obs, ee
+    def observe(self, q, qd, sensed: dict[str, np.ndarray] | None = None) -> Transition | None:
+        """Take in measured joints and the task's sensed values: the new observation, and the step it closes
+        (None if none was pending)."""
+        ee, sensed = self.fk(q), sensed or {}
+        obs = self.task.observation(q, qd, ee, self.goal, sensed)
+        self.observation, self.ee, self.sensed = obs, ee, sensed
         if self._pending is None:
             return None
         (previous, applied), self._pending = self._pending, None
-        terminated, truncated = self.tracker.step(self.task.within_radius(ee, self.goal))
+        terminated, truncated = self.tracker.step(self.task.within_goal(ee, self.goal, sensed))
         self.ended = terminated or truncated
         return Transition(self.episode_id, self.tracker.steps - 1, previous, applied,
-                          self.task.reward(ee, self.goal), obs, terminated, truncated)
+                          self.task.reward(ee, self.goal, sensed), obs, terminated, truncated)
 
     def base_target(self, q) -> np.ndarray:
         """Where the next delta step starts: the last target, or at an episode's start the measured joints
@@ -108,8 +131,8 @@ class EpisodeSteps:
         self.last_target = np.asarray(target, np.float64)
 
     def distance(self) -> float:
-        """End effector to goal at the latest observation (m)."""
-        return self.task.distance(self.ee, self.goal)
+        """The task's distance to the goal at the latest observation (m)."""
+        return self.task.distance(self.ee, self.goal, self.sensed)
 
 
 @dataclass

@@ -1,5 +1,6 @@
-"""What the controller takes in: joint states judged usable or not (a fault reported once per occurrence), and
-the checks every received message passes before anything is used, each returning why it fails, or None.
+"""What the controller takes in: joint states and the task's sensors (tasks/: e.g. push's object pose) judged
+usable or not (a fault reported once per occurrence), and the checks every received message passes before
+anything is used, each returning why it fails, or None.
 
 The messages are read by field name only (rclpy or rosbags messages alike), so the checks are tested without
 DDS. Sizes are judged before any array is copied.
@@ -71,6 +72,54 @@ def read_joints(sample: JointSample | None, joint_names: list[str], now: float,
     return q, qd
 
 
+@dataclass
+class SensorSample:
+    """One message of a task sensor (tasks/base.py's Sensor), converted: its values or why they are unusable."""
+
+    values: np.ndarray | str
+    received: float
+    """Monotonic receive time (s), as JointSample's."""
+    stamp_ns: int = 0
+    """Header stamp (ns): in lockstep it must be the joint state's (the arm publishes both at each step)."""
+
+
+def sensor_values(msg_type: str, msg) -> np.ndarray | str:
+    """A sensor message's values (PoseStamped: x y z qx qy qz qw; PointStamped: x y z), or why not usable."""
+    if msg_type == "geometry_msgs/msg/PoseStamped":
+        position, orientation = msg.pose.position, msg.pose.orientation
+        values = np.array([position.x, position.y, position.z, orientation.x, orientation.y, orientation.z,
+                           orientation.w], np.float64)
+        if np.isfinite(values).all() and abs(np.linalg.norm(values[3:]) - 1.0) > 1e-3:
+            return f"orientation is not a unit quaternion: {values[3:].round(4).tolist()}"
+    elif msg_type == "geometry_msgs/msg/PointStamped":
+        values = np.array([msg.point.x, msg.point.y, msg.point.z], np.float64)
+    else:
+        return f"unsupported sensor message type {msg_type}"
+    if not np.isfinite(values).all():
+        return f"holds NaN/inf: {values.tolist()}"
+    return values
+
+
+def read_sensed(sensors, samples: dict[str, SensorSample], now: float, timeout: float,
+                stamp_ns: int | None = None) -> dict[str, np.ndarray] | str:
+    """The task's sensed values by name, or why the state is unusable: a sensor missing, stale (older than
+    `timeout` at `now`; in lockstep, `stamp_ns` given, stamped before the joint state) or bad."""
+    sensed = {}
+    for sensor in sensors:
+        sample = samples.get(sensor.name)
+        if sample is None:
+            return f"{sensor.topic} missing: none received yet"
+        if stamp_ns is not None and sample.stamp_ns < stamp_ns:
+            return (f"{sensor.topic} stale: stamped {(stamp_ns - sample.stamp_ns) * 1e-9:.3f} s before the joint "
+                    "state")
+        if stamp_ns is None and (age := now - sample.received) > timeout:
+            return f"{sensor.topic} stale: {age:.3f} s old (state_timeout {timeout:.3f} s)"
+        if isinstance(sample.values, str):
+            return f"{sensor.topic} unusable: {sample.values}"
+        sensed[sensor.name] = sample.values
+    return sensed
+
+
 class FaultLatch:
     """Reports a fault once when it starts (or changes kind), and once when it clears."""
 
@@ -89,7 +138,7 @@ class FaultLatch:
         if fault:
             self.count += 1
             return f"holding last target: {fault}"
-        return "joint state good again: resuming control"
+        return "state good again: resuming control"
 
 
 def stamp_problem(stamp) -> str | None:

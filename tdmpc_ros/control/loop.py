@@ -18,10 +18,10 @@ import numpy as np
 
 from tdmpc_ros.config import Config, ConfigError
 from tdmpc_ros.control.episode import GIVE_UP, WAIT, EpisodeSteps, ResetHandshake, Transition
-from tdmpc_ros.control.inputs import FaultLatch, JointSample, read_joints
+from tdmpc_ros.control.inputs import FaultLatch, JointSample, SensorSample, read_joints, read_sensed
 from tdmpc_ros.control.priority import normal_priority
 from tdmpc_ros.control.stats import LatencyWindow
-from tdmpc_ros.task import apply_action, positive
+from tdmpc_ros.control.actions import apply_action, positive
 
 PLANNING, POLICY_FALLBACK, HOLD, DISABLED = "planning", "policy_fallback", "hold", "disabled"
 POSITION_TOLERANCE = 0.5  # rad beyond the safe limits before a measured position counts as a sensor fault
@@ -150,15 +150,23 @@ class ControlLoop:
         self.eval_mode = value
 
     # -- the tick -----------------------------------------------------------------------------------------
-    def tick(self, sample: JointSample | None, now: float, deadline: float | None = None) -> TickResult:
-        """One control step at `now`. In real time the plan must be ready by `deadline` (default: the plan
-        budget from now) or the policy prior acts; in lockstep planning always finishes."""
+    def tick(self, sample: JointSample | None, now: float, deadline: float | None = None,
+             sensed: dict[str, SensorSample] | None = None) -> TickResult:
+        """One control step at `now` on the joint state `sample` and the newest message of each of the task's
+        sensors (`sensed`, by name). In real time the plan must be ready by `deadline` (default: the plan
+        budget from now) or the policy prior acts; in lockstep planning always finishes. A stale, missing or
+        bad sensor is a state fault like a bad joint state."""
         self.ticks += 1
         if not self.enabled:
             self.mode = DISABLED
             return TickResult(None, DISABLED)
-        joints = read_joints(sample, self.cfg.task.joint_names, now, self.cfg.controller.state_timeout)
+        timeout = self.cfg.controller.state_timeout
+        joints = read_joints(sample, self.cfg.task.joint_names, now, timeout)
         fault = joints if isinstance(joints, str) else self._implausible(*joints)
+        if fault is None and self.episode.task.sensors:
+            values = read_sensed(self.episode.task.sensors, sensed or {}, now, timeout,
+                                 sample.stamp_ns if self.lockstep else None)
+            fault = values if isinstance(values, str) else None
         if fault is None and self.episode.goal is None:
             fault = "no goal received yet"
         log = [line] if (line := self.fault.update(fault)) else []
@@ -183,7 +191,7 @@ class ControlLoop:
             self._begin(outcome.goal)
         if self._interrupted:
             self._begin()
-        transition = self.episode.observe(q, qd)
+        transition = self.episode.observe(q, qd, values if self.episode.task.sensors else None)
         ended = self._ended_line(transition) if self.episode.ended else None
         if ended and self._next_episode(now):
             self.mode = HOLD

@@ -14,10 +14,12 @@ The thread runs SCHED_FIFO at `controller.thread_priority` where the process may
 stay at normal priority).
 
 Lockstep (`LockstepPacer`): the world advances one control period per command, so the controller ticks on each
-joint state it has not ticked on yet, and holds the world (ticks on nothing) while the learner owes updates for
-more than `controller.lockstep_max_backlog` env steps, so learning keeps its update-to-data ratio. A state it
-already ticked on is ticked on again while nothing was commanded since it came (waiting for a model, a goal or
-a reset: nothing is pending, so nothing is closed twice), and once a command has gone unanswered for
+joint state it has not ticked on yet (once the task's sensor messages stamped alike have come too, or the state
+is `controller.state_timeout` old: the tick then holds on the stale sensor), and holds the world (ticks on
+nothing) while the learner owes updates for more than `controller.lockstep_max_backlog` env steps, so
+learning keeps its update-to-data ratio. A state it already ticked on is ticked on again while nothing was
+commanded since it came (waiting for a model, a goal or a reset: nothing is pending, so nothing is closed
+twice), and once a command has gone unanswered for
 `controller.state_timeout` (the state is then stale: the tick holds and sends the held target again). The
 thread wakes on every handoff and every LOCKSTEP_KICK_S.
 """
@@ -28,10 +30,10 @@ import threading
 import time
 from collections.abc import Callable
 
-from tdmpc_ros.control.inputs import JointSample
+from tdmpc_ros.control.inputs import JointSample, SensorSample
 from tdmpc_ros.control.loop import ControlLoop, TickResult
 from tdmpc_ros.control.priority import realtime_priority
-from tdmpc_ros.task import positive
+from tdmpc_ros.control.actions import positive
 
 LOCKSTEP_KICK_S = 0.1  # lockstep: look again this often when nothing arrives (a model, a goal, an arm's answer)
 
@@ -114,6 +116,7 @@ class TickThread:
         self.schedule = TickSchedule(loop.period, loop.budget, clock())
         self._wake = threading.Condition()
         self._sample: JointSample | None = None
+        self._sensed: dict[str, SensorSample] = {}  # the newest message of each task sensor
         self._seq = self._ticked_seq = 0  # samples handed over / the one last ticked on
         self._changes: list[Callable[[], None]] = []
         self._offered_model = None
@@ -127,6 +130,11 @@ class TickThread:
         with self._wake:
             self._sample = sample
             self._seq += 1
+            self._notify()
+
+    def put_sensed(self, name: str, sample: SensorSample) -> None:
+        with self._wake:
+            self._sensed[name] = sample
             self._notify()
 
     def between_ticks(self, change: Callable[[], None]) -> None:
@@ -179,40 +187,50 @@ class TickThread:
     def realtime_step(self, due: float) -> float:
         """Wait for the tick due at `due`, tick, send at its publish instant; returns when the next is due."""
         self._sleep_until(due)
-        sample, _ = self._take()
-        self._tick(sample, self.clock(), self.schedule.publish_at(due))
+        sample, _, sensed = self._take()
+        self._tick(sample, self.clock(), self.schedule.publish_at(due), sensed)
         return self.schedule.next_due(due, self.clock())
 
     def lockstep_step(self) -> None:
         """One wake of the lockstep thread: tick if the pacer says so, on the newest sample."""
-        sample, seq = self._take()
+        sample, seq, sensed = self._take()
         now = self.clock()
         received = sample.received if sample is not None else None
-        if not self.pacer.should_tick(seq != self._ticked_seq, received, now):
+        new_state = seq != self._ticked_seq
+        if new_state and self.sensors_behind(sample, sensed) and now - received < self.pacer.state_timeout:
+            return  # the task's sensor messages of this state are still on their way
+        if not self.pacer.should_tick(new_state, received, now):
             return
         self._ticked_seq = seq
-        sent_at = self._tick(sample, self.pacer.state_clock(received, now), None)
+        sent_at = self._tick(sample, self.pacer.state_clock(received, now), None, sensed)
         if sent_at is not None:
             self.pacer.commanded(sent_at)
 
-    def _take(self) -> tuple[JointSample | None, int]:
-        """The newest sample and its number, after applying the changes handed over since the last tick."""
+    def sensors_behind(self, sample: JointSample, sensed: dict[str, SensorSample]) -> bool:
+        """Lockstep: a sensor of the task has not sent its message of this joint state yet."""
+        return any(s.name not in sensed or sensed[s.name].stamp_ns < sample.stamp_ns
+                   for s in self.loop.episode.task.sensors)
+
+    def _take(self) -> tuple[JointSample | None, int, dict[str, SensorSample]]:
+        """The newest sample, its number and the newest sensor messages, after applying the changes handed over
+        since the last tick."""
         with self._wake:
             changes, self._changes = self._changes, []
-            sample, seq = self._sample, self._seq
+            sample, seq, sensed = self._sample, self._seq, dict(self._sensed)
             self._seen_events = self._events
             if self._offered_model is not None:
                 self._pending_model, self._offered_model = self._offered_model, None
         for change in changes:
             change()
-        return sample, seq
+        return sample, seq, sensed
 
-    def _tick(self, sample: JointSample | None, now: float, publish_at: float | None) -> float | None:
+    def _tick(self, sample: JointSample | None, now: float, publish_at: float | None,
+              sensed: dict[str, SensorSample]) -> float | None:
         """Tick and send what it gives (at `publish_at`, else at once); returns when the command went out."""
         pending = self._pending_model
         if pending is not None and (pending[2] <= self.loop.model_version or self.loop.install(*pending)):
             self._pending_model = None  # installed, or older than the running model (loads can finish out of order)
-        result: TickResult = self.loop.tick(sample, now, deadline=publish_at)
+        result: TickResult = self.loop.tick(sample, now, deadline=publish_at, sensed=sensed)
         message = self.outputs.command(result.target, sample) if result.target is not None else None
         if publish_at is not None:
             self._sleep_until(publish_at)

@@ -1,14 +1,17 @@
-"""Episodes rebuilt from raw recordings: /joint_states, the joint command topic and /goal, as any ROS 2 arm
-(or a human teleoperating it) produces them, turned into the transitions the controller would have sent.
+"""Episodes rebuilt from raw recordings: /joint_states, the joint command topic, /goal and the task's sensors
+(push: object_pose), as any ROS 2 arm (or a human teleoperating it) produces them, turned into the transitions
+the controller would have sent.
 
 The controller's own episode logic (control/episode.py's EpisodeSteps) runs over the recording: a step happens
-at each command; its observation comes from the latest joint state at or before the command (log time), its
+at each command; its observation comes from the latest joint state and the latest message of each task sensor
+at or before the command (log time: in lockstep the arm publishes both before the command that answers them), its
 action is the command's change of target scaled to [-1, 1], and the state at the next command closes it (the
 last command of a goal is closed by the newest state before the next goal, kept only if that ends the episode,
 as a reset after an episode's end follows it). A goal starts an episode; an episode the task ends is followed at
 once by the next on the same goal, as on an arm without resets; a bad joint state cuts the episode short there,
 as the controller's fault hold does. Each episode's first command moves from the measured position clipped to
-the safe joint limits, as the controller's first target does.
+the safe joint limits, as the controller's first target does. A sensor with no message yet, or a bad one, is a
+bad state as a bad joint state is.
 """
 from __future__ import annotations
 
@@ -18,14 +21,16 @@ import numpy as np
 
 from tdmpc_ros.config import TaskConfig
 from tdmpc_ros.control.episode import EpisodeSteps, Transition
-from tdmpc_ros.control.inputs import JointSample, read_joints
+from tdmpc_ros.control.inputs import JointSample, SensorSample, read_joints, read_sensed, sensor_values
 from tdmpc_ros.data.episode import Episode
+from tdmpc_ros.tasks import make_task
 from tdmpc_ros.topics import COMMAND_TOPICS, GOAL, JOINT_STATES
 
 JOINT_STATE = "sensor_msgs/msg/JointState"
 FLOAT_ARRAY = "std_msgs/msg/Float64MultiArray"
 TRAJECTORY = "trajectory_msgs/msg/JointTrajectory"
 POINT = "geometry_msgs/msg/PointStamped"
+SENSOR_TYPES = ("geometry_msgs/msg/PoseStamped", POINT)  # what a task sensor may be (control/inputs.py reads them)
 ROLES = {"joints": f"/{JOINT_STATES} ({JOINT_STATE})",
          "command": f"a command topic ({FLOAT_ARRAY} on /{COMMAND_TOPICS['float64_multi_array']}, {TRAJECTORY}, "
                     f"or {JOINT_STATE} on /{COMMAND_TOPICS['joint_state']})",
@@ -33,13 +38,16 @@ ROLES = {"joints": f"/{JOINT_STATES} ({JOINT_STATE})",
 
 
 def raw_topic_role(topic: str, msgtype: str) -> str | None:
-    """'joints', 'command' or 'goal' for the topics a raw recording is made of (any namespace), else None."""
+    """'joints', 'command', 'goal' or 'sensor' (a message a task sensor may be: the recording keeps those of its
+    task's sensors) for the topics a raw recording is made of (any namespace), else None."""
     name = topic.rstrip("/").rsplit("/", 1)[-1]
     if msgtype == JOINT_STATE:
         return {JOINT_STATES: "joints", COMMAND_TOPICS["joint_state"]: "command"}.get(name)
     if (msgtype == FLOAT_ARRAY and name == "commands") or msgtype == TRAJECTORY:
         return "command"
-    return "goal" if msgtype == POINT and name == GOAL else None
+    if msgtype == POINT and name == GOAL:
+        return "goal"
+    return "sensor" if msgtype in SENSOR_TYPES else None
 
 
 class RawRecording:
@@ -51,6 +59,8 @@ class RawRecording:
         self.joints: list[tuple[int, JointSample]] = []
         self.commands: dict[str, list[tuple[int, np.ndarray | str]]] = {}
         self.goals: list[tuple[int, np.ndarray]] = []
+        self.sensors = make_task(task).sensors
+        self.sensed: dict[str, list[tuple[int, SensorSample]]] = {s.name: [] for s in self.sensors}
 
     @staticmethod
     def missing_roles(present: set) -> str:
@@ -62,6 +72,13 @@ class RawRecording:
             self.joints.append((stamp_ns, sample))
         elif role == "goal":
             self.goals.append((stamp_ns, np.array([msg.point.x, msg.point.y, msg.point.z], np.float64)))
+        elif role == "sensor":
+            name = topic.rstrip("/").rsplit("/", 1)[-1]
+            stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+            for sensor in self.sensors:
+                if sensor.topic.rsplit("/", 1)[-1] == name:
+                    sample = SensorSample(sensor_values(sensor.msg_type, msg), stamp_ns * 1e-9, stamp)
+                    self.sensed[sensor.name].append((stamp_ns, sample))
         else:
             self.commands.setdefault(topic, []).append((stamp_ns, self._targets(msg)))
 
@@ -93,6 +110,10 @@ class RawRecording:
         else:
             topic = next(iter(self.commands))
         commands = self.commands[topic]
+        if silent := [s.topic for s in self.sensors if not self.sensed[s.name]]:
+            return [], [("", f"no messages of the task's sensors {silent}: no observation can be built", None)]
+        for samples in self.sensed.values():
+            samples.sort(key=lambda item: item[0])
         bad = [reason for _, reason in commands if isinstance(reason, str)]
         if bad:
             problems.append((topic, f"{len(bad)} commands skipped: {bad[0]}", None))
@@ -134,12 +155,14 @@ class RawRecording:
             if at < 0:
                 continue  # recording began between commands and states: start at the first state
             state = read_joints(joints[at][1], self.names, joints[at][1].received, math.inf)
-            if isinstance(state, str):
+            sensed = self._sensed_at(stamp)
+            if isinstance(state, str) or isinstance(sensed, str):
+                state = state if isinstance(state, str) else sensed
                 reason = reason or f"bad joint state before command at {stamp} ns: {state}; episode cut short there"
                 close(cut_short=True)
                 continue
             q, qd = state
-            if (transition := steps.observe(q, qd)) is not None:
+            if (transition := steps.observe(q, qd, sensed)) is not None:
                 transitions.append(transition)
             if steps.ended:
                 close(cut_short=False)
@@ -149,12 +172,24 @@ class RawRecording:
         at = bisect.bisect_left(joint_times, end) - 1  # the newest state before the next goal
         if stamps and at >= 0 and joint_times[at] > stamps[-1]:
             state = read_joints(joints[at][1], self.names, joints[at][1].received, math.inf)
-            if not isinstance(state, str) and (transition := steps.observe(*state)) is not None and steps.ended:
+            sensed = self._sensed_at(end - 1)
+            if not isinstance(state, str) and not isinstance(sensed, str) and (
+                    transition := steps.observe(*state, sensed)) is not None and steps.ended:
                 transitions.append(transition)
         close(cut_short=not steps.ended)
         if not episodes and reason is None:
             reason = "fewer than two commands: no complete step"
         return episodes, reason
+
+
+    def _sensed_at(self, stamp: int) -> dict[str, np.ndarray] | str:
+        """The newest message of each task sensor at or before log time `stamp`, or why there is none usable."""
+        newest = {}
+        for name, samples in self.sensed.items():
+            at = bisect.bisect_right(samples, stamp, key=lambda item: item[0]) - 1
+            if at >= 0:
+                newest[name] = samples[at][1]
+        return read_sensed(self.sensors, newest, 0.0, math.inf)
 
 
 def _episode(transitions: list[Transition], stamps: list[int], cut_short: bool, source: str) -> Episode:

@@ -1,4 +1,4 @@
-"""Online learning in one process: scripted demos, then the MPPI planner acting on ReachEnv while the Learner trains.
+"""Online learning in one process: scripted demos, then the MPPI planner acting on ArmEnv while the Learner trains.
 
 The same `Learner` as the learner node (replay, RLPD schedule, checkpoints) and the same planner as the
 controller (`make_planner`, non-eval, weights refreshed from the learner each episode); only the transport
@@ -21,7 +21,7 @@ from tdmpc_ros.config import Config
 from tdmpc_ros.learning.learner import Learner
 from tdmpc_ros.planner import make_planner
 from tdmpc_ros.sim.expert import expert_episodes
-from tdmpc_ros.sim.reach_env import ReachEnv, collect_episode
+from tdmpc_ros.sim.env import ArmEnv, collect_episode
 
 ROLLING_WINDOW = 20  # Learner.recent_success's window
 SUCCESS_METRIC = f"rolling success rate of the last {ROLLING_WINDOW} training episodes (non-eval MPPI planner)"
@@ -70,7 +70,7 @@ class OnlineResult:
         return None
 
 
-def evaluate(env: ReachEnv, planner, episodes: int) -> EvalRecord:
+def evaluate(env: ArmEnv, planner, episodes: int) -> EvalRecord:
     """Eval-mode planner episodes on `env`; env_steps is left 0 for the caller to fill."""
     results = []
     for i in range(episodes):
@@ -102,8 +102,8 @@ def run_online(cfg: Config, env_steps: int, seed: int, run_dir: str | Path, demo
     result = OnlineResult(seed)
     times = dict.fromkeys(("demos", "pretrain", "plan", "env", "update", "eval"), 0.0)
     start = time.perf_counter()
-    env = ReachEnv(cfg)
-    eval_env = ReachEnv(seeded_config(cfg, seed + 10_000)) if eval_every > 0 else None
+    env = ArmEnv(cfg)
+    eval_env = ArmEnv(seeded_config(cfg, seed + 10_000)) if eval_every > 0 else None
     try:
         demos = list(expert_episodes(env, demo_episodes, DEMO_NOISE, seed))
         result.demo_success_rate = float(np.mean([d.success for d in demos]))

@@ -2,6 +2,8 @@
 
 Publishes   joint_states (JointState; sim.joint_state_rate_hz in real time, once per command in lockstep),
             goal (PointStamped, latched: one per reset, in the URDF base frame),
+            the task's sensors (task.name's `sensors`, e.g. push: object_pose, PoseStamped), each just before
+            every joint state and stamped alike,
             /clock (rosgraph_msgs/Clock; lockstep only: one control period further per command)
 Subscribes  joint position targets, like ros2_control / Isaac Sim: <sim.controller_name>/commands
             (Float64MultiArray), joint_trajectory_controller/joint_trajectory (JointTrajectory, first point),
@@ -38,8 +40,9 @@ from tdmpc_ros import topics
 from tdmpc_ros.control.inputs import shown
 from tdmpc_ros.nodes import LOG_THROTTLE_S, Rejections, guarded, qos, run_node
 from tdmpc_ros.nodes.params import declare_config
+from tdmpc_ros.nodes.sensors import message_class, sensor_message
 from tdmpc_ros.sim.arm import Arm
-from tdmpc_ros.task import ReachTask
+from tdmpc_ros.tasks import make_task
 
 LOCKSTEP_HEARTBEAT_S = 1.0  # lockstep: repeat the state while no command came yet, for late-joining controllers
 MAX_BACKLOG_S = 0.1  # real time: physics further behind than this skips ahead instead of catching up
@@ -52,7 +55,7 @@ class ArmNode(Node):
         task, sim = self.cfg.task, self.cfg.sim
         self.rng = np.random.default_rng(sim.seed)
         self.arm = Arm(task, sim, self.rng)
-        self.task = ReachTask(task)
+        self.task = make_task(task)
         self.names = list(task.joint_names)
         self.index = {name: i for i, name in enumerate(self.names)}
         self.lockstep = sim.lockstep
@@ -64,6 +67,8 @@ class ArmNode(Node):
 
         self.state_pub = self.create_publisher(JointState, topics.JOINT_STATES, qos.STATE)
         self.goal_pub = self.create_publisher(PointStamped, topics.GOAL, qos.LATCHED)
+        self.sensor_pubs = {s.name: (s, self.create_publisher(message_class(s), s.topic, qos.STATE))
+                            for s in self.task.sensors}
         self.float_topic = float_topic = f"{sim.controller_name}/commands"
         self.create_subscription(Float64MultiArray, float_topic, guarded(self, self.on_array_command), qos.STATE)
         self.create_subscription(JointTrajectory, topics.COMMAND_TOPICS["joint_trajectory"],
@@ -194,6 +199,9 @@ class ArmNode(Node):
         stamp = self.stamp()
         if self.lockstep:
             self.clock_pub.publish(ClockMsg(clock=stamp))
+        for name, values in self.arm.sensed().items():
+            sensor, pub = self.sensor_pubs[name]
+            pub.publish(sensor_message(sensor, values, stamp, self.arm.arm.base_link))
         q, qd, effort = self.arm.measured()
         msg = JointState(name=self.names, position=q.tolist(), velocity=qd.tolist(), effort=effort.tolist())
         msg.header.stamp = stamp

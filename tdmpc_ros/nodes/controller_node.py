@@ -1,6 +1,7 @@
 """Controller node: MPPI at a fixed rate, delta-position targets to the arm's PD controller.
 
-Subscribes  joint_states (JointState), goal (PointStamped), model_weights (tdmpc_ros/ModelWeights: the learner's
+Subscribes  joint_states (JointState), goal (PointStamped), the task's sensors (task.name's `sensors`, e.g.
+            push: object_pose, PoseStamped; stale or bad ones are a state fault, as joint states are), model_weights (tdmpc_ros/ModelWeights: the learner's
             checkpoints as bytes, with learner.weights_transport dds) or model_updates (tdmpc_ros/ModelUpdate: a
             path on this machine, with file), learner_progress (tdmpc_ros/LearnerProgress; lockstep only)
 Publishes   the joint command (Float64MultiArray | JointTrajectory | JointState, from `controller.output`),
@@ -39,8 +40,8 @@ from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from tdmpc_ros import topics
-from tdmpc_ros.control.inputs import (JointSample, goal_problem, joint_state_problem, model_update_problem,
-                                      progress_problem, shown)
+from tdmpc_ros.control.inputs import (JointSample, SensorSample, goal_problem, joint_state_problem,
+                                      model_update_problem, progress_problem, sensor_values, shown, stamp_problem)
 from tdmpc_ros.control.loop import PLANNING, ControlLoop, TickResult
 from tdmpc_ros.control.models import ModelLoader
 from tdmpc_ros.control.tick_thread import TickThread
@@ -49,6 +50,7 @@ from tdmpc_ros.learning.weights import WeightsAssembler
 from tdmpc_ros.msg import LearnerProgress, ModelUpdate, ModelWeights, PlannerStatus, Transition
 from tdmpc_ros.nodes import Rejections, guarded, log_failure, qos, run_node
 from tdmpc_ros.nodes.params import declare_config
+from tdmpc_ros.nodes.sensors import message_class
 
 OUTPUT_TYPES = {"float64_multi_array": Float64MultiArray, "joint_trajectory": JointTrajectory,
                 "joint_state": JointState}
@@ -82,6 +84,9 @@ class ControllerNode(Node):
         self.diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
         self.create_subscription(JointState, topics.JOINT_STATES, guarded(self, self.on_joint_state), qos.STATE)
         self.create_subscription(PointStamped, topics.GOAL, guarded(self, self.on_goal), qos.LATCHED)
+        for sensor in self.loop.episode.task.sensors:
+            self.create_subscription(message_class(sensor), sensor.topic,
+                                     guarded(self, lambda msg, s=sensor: self.on_sensor(s, msg)), qos.STATE)
         if self.cfg.learner.weights_transport == "file":
             self.create_subscription(ModelUpdate, topics.MODEL_UPDATES, guarded(self, self.on_model_update),
                                      qos.LATCHED)
@@ -130,6 +135,17 @@ class ControllerNode(Node):
         stamp = msg.header.stamp
         self.control.put_sample(JointSample(list(msg.name), list(msg.position), list(msg.velocity),
                                             time.monotonic(), stamp.sec * 1_000_000_000 + stamp.nanosec))
+
+    def on_sensor(self, sensor, msg) -> None:
+        problem = stamp_problem(msg.header.stamp) or (
+            msg.header.frame_id != self.goal_frame and f"wrong frame: {shown(msg.header.frame_id)} is not the base "
+                                                       f"frame {self.goal_frame!r}")
+        if problem:
+            self.reject(sensor.topic, sensor.name, problem, "the last one stands (and goes stale)")
+            return
+        stamp = msg.header.stamp
+        self.control.put_sensed(sensor.name, SensorSample(sensor_values(sensor.msg_type, msg), time.monotonic(),
+                                                          stamp.sec * 1_000_000_000 + stamp.nanosec))
 
     def on_goal(self, msg: PointStamped) -> None:
         if problem := goal_problem(msg, self.goal_frame, self.goal_low, self.goal_high):

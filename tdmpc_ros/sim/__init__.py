@@ -1,1 +1,1 @@
-"""The PyBullet arm (no ROS), the reach task as a gymnasium env, and a scripted expert."""
+"""The PyBullet arm (no ROS), the configured task as a gymnasium env, and scripted-expert demonstrations."""

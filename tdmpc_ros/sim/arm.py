@@ -10,6 +10,9 @@ applied through PyBullet's implicit joint motor: a velocity motor whose target i
 torque vanishes, (kp * e - friction) / kd, and whose force limit is the PD torque itself. Heavy links get the
 PD torque (true second-order dynamics); light ones settle on the PD's overdamped velocity without overshoot.
 Joint velocity is limited by PyBullet (maxJointVelocity), positions by the URDF limits.
+
+The task adds its bodies to the arm's PyBullet world (`Task.scene`: push's table and cube), placed at each reset
+and sensed through `sensed()`.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import numpy as np
 from tdmpc_ros.config import ConfigError, SimConfig, TaskConfig
 from tdmpc_ros.kinematics import ArmKinematics, load_arm
 from tdmpc_ros.kinematics import pybullet as p
+from tdmpc_ros.tasks import make_task
 
 
 def substeps_per_period(task: TaskConfig, sim: SimConfig) -> int:
@@ -55,6 +59,7 @@ class Arm:
             p.changeDynamics(self.arm.body, j, maxJointVelocity=float(v_max), jointDamping=0.0,
                              physicsClientId=self.client)
         self.rng = rng if rng is not None else np.random.default_rng(sim.seed)
+        self.scene = make_task(task).scene(self.client, sim, self.rng)
         self.reset()
 
     # -- episode ------------------------------------------------------------------------------------------
@@ -73,6 +78,8 @@ class Arm:
         self.target = q0.copy()   # the latest command (or the held reset pose)
         self.applied = q0.copy()  # what the PD tracks now: the command from latency_steps periods ago
         self._pending: deque[tuple[int, np.ndarray]] = deque()
+        if self.scene is not None:
+            self.scene.reset(self.rng)
         return q0
 
     def set_target(self, q) -> np.ndarray:
@@ -95,6 +102,8 @@ class Arm:
         force = np.minimum(np.abs(drive - kd * qd), self.max_effort)
         p.setJointMotorControlArray(self.arm.body, self.joints, p.VELOCITY_CONTROL, targetVelocities=drive / kd,
                                     forces=force, physicsClientId=self.client)
+        if self.scene is not None:
+            self.scene.before_step()
         p.stepSimulation(physicsClientId=self.client)
         self.steps += 1
 
@@ -118,6 +127,10 @@ class Arm:
         """state() with sensor noise on the positions."""
         q, qd, effort = self.state()
         return self.noisy(q), qd, effort
+
+    def sensed(self) -> dict[str, np.ndarray]:
+        """What the task's sensors report now (empty for a task that senses nothing beyond the arm)."""
+        return self.scene.sense() if self.scene is not None else {}
 
     def ee_position(self, q=None) -> np.ndarray:
         """End effector at q (default: the true joint positions), via the shared kinematics."""

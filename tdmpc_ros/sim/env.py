@@ -1,10 +1,11 @@
-"""The reach task on the simulated arm as a gymnasium env, with the controller's exact action interface and
-episode logic.
+"""The configured task (task.name) on the simulated arm as a gymnasium env, with the controller's exact action
+interface and episode logic.
 
 Per step: target = apply_action(a, the base target, measured q, safe limits, task.action_scale,
 controller.max_tracking_error); the PD arm tracks it for one control period; the observation, reward and end
-come from control/episode.py's EpisodeSteps on the measured joints (end effector by the shared kinematics), as
-the controller judges them on the real arm. `info["action"]` is the applied action: what the learner trains on.
+come from control/episode.py's EpisodeSteps on the measured joints (end effector by the shared kinematics) and
+the task's sensed values, as the controller judges them on the real arm. `info["action"]` is the applied
+action: what the learner trains on.
 """
 from __future__ import annotations
 
@@ -14,14 +15,14 @@ import gymnasium as gym
 import numpy as np
 
 from tdmpc_ros.config import Config
+from tdmpc_ros.control.actions import apply_action
 from tdmpc_ros.control.episode import EpisodeSteps
 from tdmpc_ros.data.episode import Episode
 from tdmpc_ros.sim.arm import Arm
-from tdmpc_ros.task import apply_action
 
 
-class ReachEnv(gym.Env):
-    """Reach a random goal with the end effector. Terminates on a held success, truncates at the step limit."""
+class ArmEnv(gym.Env):
+    """The task on a random goal. Terminates on a held success, truncates at the step limit."""
 
     metadata = {"render_modes": []}
 
@@ -36,6 +37,7 @@ class ReachEnv(gym.Env):
         self.action_space = gym.spaces.Box(-1.0, 1.0, (n,), np.float32)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (self.task.obs_dim,), np.float32)
         self.q = np.zeros(n)  # measured joint positions of the latest observation
+        self.sensed: dict[str, np.ndarray] = {}  # the task's sensed values of the latest observation
         self._seeded = False
 
     @property
@@ -58,7 +60,7 @@ class ReachEnv(gym.Env):
         self.episode.begin(options["goal"] if options and "goal" in options else goal)
         self._observe()
         return self.episode.observation, {"success": False, "distance": self.episode.distance(), "q": self.q,
-                                          "target": self.arm.target.copy()}
+                                          "target": self.arm.target.copy(), "sensed": self.sensed}
 
     def step(self, action):
         cfg = self.cfg
@@ -70,20 +72,20 @@ class ReachEnv(gym.Env):
         self.arm.step_control_period()
         t = self._observe()
         info = {"success": t.terminated, "distance": self.episode.distance(), "action": applied, "q": self.q,
-                "target": target}
+                "target": target, "sensed": self.sensed}
         return t.next_observation, t.reward, t.terminated, t.truncated, info
 
     def _observe(self):
-        """Take in the measured joints (with sensor noise, as a joint state reports them)."""
+        """Take in the measured joints (with sensor noise, as a joint state reports them) and the task's sensors."""
         q, qd, _ = self.arm.measured()
-        self.q = q
-        return self.episode.observe(q, qd)
+        self.q, self.sensed = q, self.arm.sensed()
+        return self.episode.observe(q, qd, self.sensed)
 
     def close(self) -> None:
         self.arm.close()
 
 
-def collect_episode(env: ReachEnv, policy: Callable[[np.ndarray, dict], np.ndarray], episode_id: int,
+def collect_episode(env: ArmEnv, policy: Callable[[np.ndarray, dict], np.ndarray], episode_id: int,
                     seed: int | None = None) -> tuple[Episode, dict]:
     """Run one episode with policy(observation, info) -> action; returns it (applied actions) and the last info."""
     obs, info = env.reset(seed=seed)
