@@ -32,6 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--png", default="docs/learning_curve.png", help="learning-curve plot to write")
     parser.add_argument("--csv", default=None, help="per-episode CSV (default: the PNG's path with .csv)")
     parser.add_argument("--json", action="store_true", help="print only the JSON object (progress on stderr)")
+    # A fleet over ROS (#16): tdmpc_ros/cli/bench_fleet.py.
+    parser.add_argument("--arms", type=int, default=0,
+                        help="N >= 1: lockstep over ROS, N sim arms feeding one learner (the fleet launch), steps "
+                             "summed over the arms; 0: in-process, no ROS")
+    parser.add_argument("--max-wall-s", type=float, default=0.0,
+                        help="with --arms: stop a seed after this long (0: no limit)")
 
 
 def curve_points(result, every: int = 500) -> list[list[float]]:
@@ -95,6 +101,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.seeds < 1 or args.env_steps < 1 or args.demos < 1:
         raise InputError("--seeds, --env-steps and --demos must be at least 1")
+    if args.arms:
+        from tdmpc_ros.cli.bench_fleet import run_fleet
+
+        if args.arms < 0 or args.arms > 64:
+            raise InputError(f"--arms {args.arms}: between 1 and 64 (0: in-process)")
+        return run_fleet(args)
     torch.set_num_threads(args.threads)
     overrides = {"planner": {"compile": args.compile}, **({"model": {"preset": args.preset}} if args.preset else {})}
     cfg = load_config(args.config or default_config_path(), overrides)
