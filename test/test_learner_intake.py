@@ -14,6 +14,7 @@ import pytest
 from ros_helpers import spin_until, start_node, stop
 from test_learner_node import demo_dir  # noqa: F401  (fixture: demo bags)
 from tdmpc_ros.config import Config, config_from_dict, default_config_path, load_config
+from tdmpc_ros.data.bags import read_episodes
 from tdmpc_ros.data.transitions import LiveIntake, TransitionError, decode_transition, transition_cdr_bytes
 
 CFG = Config()
@@ -245,7 +246,6 @@ def test_a_fleets_arms_keep_their_episodes_apart_in_bags_and_replay(tmp_path):
     """Two arms whose controllers both number episodes the same, their steps interleaved: the intake tags each
     episode with its arm, each arm's bags roll at that arm's own episode ends (tiny bags: a roll every
     episode), so reading the bags back gives every episode whole, per arm, and replay holds (arm, id) pairs."""
-    from tdmpc_ros.data.bags import read_episodes
     from tdmpc_ros.data.online_bags import ArmBags
     from tdmpc_ros.learning.replay import Replay
 
@@ -289,7 +289,8 @@ LEARNER = {"agent.batch_size": 32, "learner.pretrain_updates": 10, "learner.publ
 class Feeder:
     """Plays `arms` controllers (a publisher each) and listens to the learner's progress and diagnostics."""
 
-    def __init__(self, context, arms: int = 1):
+    def __init__(self, context, arms: int = 1, namespaces: tuple[str, ...] = ()):
+        """`namespaces`: one publisher on `<ns>/transitions` each (a fleet's arms) instead of `arms` on `transitions`."""
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
 
@@ -298,8 +299,8 @@ class Feeder:
         from tdmpc_ros.nodes import qos
 
         self.node = rclpy.create_node("test_feeder", context=context)
-        self.pubs = [self.node.create_publisher(Transition, topics.TRANSITIONS, qos.TRANSITIONS)
-                     for _ in range(arms)]
+        self.pubs = [self.node.create_publisher(Transition, topic, qos.TRANSITIONS)
+                     for topic in [f"{ns}/{topics.TRANSITIONS}" for ns in namespaces] or [topics.TRANSITIONS] * arms]
         self.progress: list[LearnerProgress] = []
         self.node.create_subscription(LearnerProgress, topics.LEARNER_PROGRESS, self.progress.append, 10)
         self.diagnostics: list[dict[str, str]] = []
@@ -329,7 +330,7 @@ class Feeder:
         return last.stored_transitions + last.lost_transitions == self.published
 
     def diagnosed(self, key: str) -> int:
-        return int(self.diagnostics[-1][key]) if self.diagnostics else -1
+        return int(self.diagnostics[-1].get(key, -1)) if self.diagnostics else -1
 
 
 def start_learner(tmp_path, demo_dir, **params):  # noqa: F811
@@ -357,6 +358,30 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024.0
     raise RuntimeError(f"no VmRSS for {pid}")
+
+
+@pytest.mark.ros
+def test_a_learner_discovers_arms_and_keeps_them_apart(tmp_path, demo_dir, rclpy_context):  # noqa: F811
+    """learner.discover_arms: arms nobody listed (two namespaces, the same episode ids) are found on the graph and
+    taken, each arm's episodes in bags of its own; the learner's own `transitions` stays taken too."""
+    proc = start_learner(tmp_path, demo_dir, **{"agent.compile": False, "learner.discover_arms": True})
+    feeder = Feeder(rclpy_context, namespaces=("left", "lab/right", ""))
+    try:
+        assert feeder.wait(feeder.connected, 60), (tmp_path / "learner.log").read_text()
+        for episode_id in (0, 1):
+            for step in range(5):
+                for arm in range(3):
+                    feeder.publish(arm, transition(episode_id, step, last=step == 4, value=10.0 * arm))
+        assert feeder.wait(lambda: feeder.accounted() and feeder.diagnosed("left/replay_episodes") == 2
+                           and feeder.diagnosed("lab/right/replay_episodes") == 2, 30), feeder.diagnostics[-1:]
+        assert feeder.progress[-1].lost_transitions == 0 and feeder.diagnosed("left/env_steps") == 10
+    finally:
+        assert stop(proc) == 0
+    online = tmp_path / "run" / "online"
+    assert {p.name for p in online.iterdir()} >= {"left", "lab"} and (online / "lab" / "right").is_dir()
+    report = read_episodes([online], CFG)
+    assert sorted((e.arm, e.episode_id, float(e.observations[0, 0])) for e in report.episodes) == \
+        [(arm, i, 10.0 * n) for arm, n in (("", 2), ("lab/right", 1), ("left", 0)) for i in (0, 1)]
 
 
 @pytest.mark.ros
