@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,12 +62,28 @@ class LoadedArm:
     """All non-fixed joints in PyBullet's DoF order (IK returns one value per entry)."""
 
 
+def _load_urdf(path: str, client: int) -> int:
+    """The URDF's body; if PyBullet cannot load it (meshes it cannot find: package:// URIs of a
+    robot_description, a description package not installed here), its kinematic tree without geometry."""
+    try:
+        return p.loadURDF(path, useFixedBase=True, physicsClientId=client)
+    except p.error:
+        tree = ET.parse(path)
+        for link in tree.getroot().iter("link"):
+            for element in link.findall("visual") + link.findall("collision"):
+                link.remove(element)
+        with tempfile.TemporaryDirectory() as folder:
+            bare = os.path.join(folder, "kinematics.urdf")
+            tree.write(bare)
+            return p.loadURDF(bare, useFixedBase=True, physicsClientId=client)
+
+
 def load_arm(client: int, task: TaskConfig) -> LoadedArm:
     """Load task.robot's URDF (fixed base at the origin) into `client`. The joints, their limits and the end
     effector are the URDF's as arm_description.py reads them (joint names not on the chain are errors there)."""
     arm = describe_task(task)
     check_velocity(task, arm)
-    body = p.loadURDF(urdf_path(task.robot), useFixedBase=True, physicsClientId=client)
+    body = _load_urdf(urdf_path(task.robot), client)
     joints, links, movable = {}, {}, []
     for j in range(p.getNumJoints(body, physicsClientId=client)):
         ji = p.getJointInfo(body, j, physicsClientId=client)
@@ -99,8 +117,9 @@ class ArmKinematics:
         self._dof = {j: k for k, j in enumerate(self.arm.movable)}
 
     def _set(self, q) -> None:
-        for j, value in zip(self.arm.joint_indices, q):
-            p.resetJointState(self.arm.body, j, float(value), physicsClientId=self.client)
+        # One call for all joints: a third of the cost of one resetJointState each (FK runs several times a tick).
+        p.resetJointStatesMultiDof(self.arm.body, self.arm.joint_indices, [[float(v)] for v in q],
+                                   physicsClientId=self.client)
 
     def fk(self, q) -> np.ndarray:
         """End-effector link frame position (m, base frame) at joint positions q."""
@@ -118,11 +137,8 @@ class ArmKinematics:
         q_rest = np.asarray(q_rest, np.float64)
         self._set(q_rest)
         # Null-space IK over all movable DoF: ours get the safe limits and rest pose, others stay where they are.
-        n = len(self.arm.movable)
-        lower, upper, rest = np.zeros(n), np.zeros(n), np.zeros(n)
-        for k, j in enumerate(self.arm.movable):
-            rest[k] = p.getJointState(self.arm.body, j, physicsClientId=self.client)[0]
-            lower[k], upper[k] = rest[k] - 1e-3, rest[k] + 1e-3
+        rest = np.array([s[0] for s in p.getJointStates(self.arm.body, self.arm.movable, physicsClientId=self.client)])
+        lower, upper = rest - 1e-3, rest + 1e-3
         ours = [self._dof[j] for j in self.arm.joint_indices]
         lower[ours], upper[ours], rest[ours] = self.safe_lower, self.safe_upper, q_rest
         q = p.calculateInverseKinematics(

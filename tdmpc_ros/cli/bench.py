@@ -14,6 +14,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "intake": ("tdmpc_ros.cli.bench_intake", "learner node under R transitions/s: stored, lost, CPU, RSS"),
     "soak": ("tdmpc_ros.cli.bench_soak", "nodes for M minutes: period, misses, updates/s, RSS growth, data kept"),
     "learn": ("tdmpc_ros.cli.bench_learn", "demos + online MPPI on ArmEnv per seed: env steps to 90% success, curve PNG"),
+    "action": ("tdmpc_ros.cli.bench_action", "the action rule per tick: joint vs cartesian (IK) with the workspace box"),
     "weights": ("tdmpc_ros.cli.bench_weights", "model hand-off over DDS: publish to verified bytes, late joiner"),
 }
 

@@ -50,7 +50,7 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict:
     import numpy as np
 
     from tdmpc_ros.config import default_config_path, load_config
-    from tdmpc_ros.learning.checkpoint import agent_from_checkpoint, check_model_config, load_checkpoint
+    from tdmpc_ros.learning.checkpoint import agent_from_checkpoint, check_arm, check_model_config, load_checkpoint
     from tdmpc_ros.planner import make_planner
     from tdmpc_ros.sim.env import ArmEnv, collect_episode
 
@@ -62,6 +62,7 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict:
         "planner": {"backend": args.backend, "device": "cpu", "compile": args.compile, "threads": args.threads},
         "sim": {"seed": args.seed}})
     ckpt = load_checkpoint(args.checkpoint)
+    check_arm(ckpt, cfg.task)
     check_model_config(ckpt, cfg.model)
     model = agent_from_checkpoint(ckpt).model
     start = time.perf_counter()

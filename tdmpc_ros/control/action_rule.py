@@ -51,11 +51,17 @@ class ActionRule:
         if self.space == "cartesian" and ik is None:
             raise ConfigError("task.action_space cartesian: needs the arm's inverse kinematics")
         self.action_dim = task.action_dim
+        self._last: tuple[np.ndarray, np.ndarray] | None = None  # (target, its ee): the next tick starts there
+
+    def _fk(self, q: np.ndarray) -> np.ndarray:
+        if self._last is not None and np.array_equal(self._last[0], q):
+            return self._last[1]
+        return self.fk(q)
 
     def apply(self, action, last_target, q_measured, action_scale: float) -> tuple[np.ndarray, np.ndarray]:
         """(joint target, applied action) for `action` taken from `last_target` (assumed inside the limits)."""
         last_target = np.asarray(last_target, np.float64)
-        ee_last = self.fk(last_target)
+        ee_last = self._fk(last_target)
         if self.space == "cartesian":
             a = np.clip(np.nan_to_num(np.asarray(action, np.float64), nan=0.0, posinf=1.0, neginf=-1.0), -1, 1)
             if a.shape != (3,):
@@ -69,6 +75,7 @@ class ActionRule:
         target, _ = apply_action(step, last_target, q_measured, self.lower, self.upper, action_scale,
                                  self.max_tracking_error)
         target, ee = self._in_box(last_target, ee_last, target)
+        self._last = (target, ee)
         if self.space == "cartesian":
             applied = np.clip((ee - ee_last) / self.cartesian_scale, -1.0, 1.0)
         else:
@@ -91,6 +98,15 @@ class ActionRule:
             else:
                 bad = mid
         return base + good * (target - base), good_ee
+
+    def ee_path(self, actions, start_target, action_scale: float) -> np.ndarray:
+        """End-effector positions (len(actions) + 1, 3) along an action sequence (a plan's mean) from
+        `start_target`, each step through this rule as the controller would take it."""
+        q, points = np.asarray(start_target, np.float64), [self._fk(np.asarray(start_target, np.float64))]
+        for action in actions:
+            q, _ = self.apply(action, q, None, action_scale)
+            points.append(self._last[1])
+        return np.array(points)
 
     def from_joint_action(self, joint_action, last_target, action_scale: float) -> np.ndarray:
         """This space's action for the joint step `joint_action` from `last_target` (how a joint-space scripted

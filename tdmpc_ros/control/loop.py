@@ -21,7 +21,8 @@ from tdmpc_ros.control.episode import GIVE_UP, WAIT, EpisodeSteps, ResetHandshak
 from tdmpc_ros.control.inputs import FaultLatch, JointSample, SensorSample, read_joints, read_sensed
 from tdmpc_ros.control.priority import normal_priority
 from tdmpc_ros.control.stats import LatencyWindow
-from tdmpc_ros.control.actions import apply_action, positive
+from tdmpc_ros.control.action_rule import ActionRule
+from tdmpc_ros.control.actions import positive
 
 PLANNING, POLICY_FALLBACK, HOLD, DISABLED = "planning", "policy_fallback", "hold", "disabled"
 POSITION_TOLERANCE = 0.5  # rad beyond the safe limits before a measured position counts as a sensor fault
@@ -45,11 +46,12 @@ class ControlLoop:
 
     `lockstep`: the world waits for each command, so plans always finish and nothing is sent while there is no
     model. `reset_arm()` asks the arm for a new episode (a new pose and goal) and says whether it could;
-    `clock` is the clock of `tick`'s `now` and deadlines.
+    `clock` is the clock of `tick`'s `now` and deadlines; `fk`/`ik` the arm's kinematics (ik: cartesian actions).
     """
 
     def __init__(self, cfg: Config, safe_lower, safe_upper, fk, seed: int = 0, lockstep: bool = False,
-                 reset_arm: Callable[[], bool] = lambda: False, clock: Callable[[], float] = time.monotonic):
+                 reset_arm: Callable[[], bool] = lambda: False, clock: Callable[[], float] = time.monotonic,
+                 ik=None):
         self.cfg = cfg
         self.lockstep = lockstep
         self.lower = np.asarray(safe_lower, np.float64)
@@ -68,6 +70,7 @@ class ControlLoop:
             raise ConfigError(f"control loop: safe joint limits must be {n} finite pairs with lower <= upper, got "
                               f"{self.lower.tolist()} / {self.upper.tolist()}")
         self.episode = EpisodeSteps(cfg.task, self.lower, self.upper, fk)
+        self.rule = ActionRule(cfg.task, self.lower, self.upper, fk, ik, self.max_tracking_error)
         self.reset = ResetHandshake(lockstep)
         self.reset_arm = reset_arm
         self.clock = clock
@@ -200,8 +203,7 @@ class ControlLoop:
         action, mode = self._act(self.episode.observation, deadline)
         if self.exploration_noise > 0 and not self.eval_mode:
             action = action + self.rng.normal(0.0, self.exploration_noise, action.shape)
-        target, applied = apply_action(action, self.episode.base_target(q), q, self.lower, self.upper,
-                                       self.action_scale, self.max_tracking_error)
+        target, applied = self.rule.apply(action, self.episode.base_target(q), q, self.action_scale)
         self.episode.act(target, applied)
         self.held_target = target
         self.mode = mode

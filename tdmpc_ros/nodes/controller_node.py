@@ -71,7 +71,8 @@ class ControllerNode(Node):
         self.joint_names = list(self.cfg.task.joint_names)
         self.lockstep = self.cfg.sim.lockstep
         self.loop = ControlLoop(self.cfg, kinematics.safe_lower, kinematics.safe_upper, kinematics.fk,
-                                seed=ccfg.seed, lockstep=self.lockstep, reset_arm=self.reset_arm)
+                                seed=ccfg.seed, lockstep=self.lockstep, reset_arm=self.reset_arm,
+                                ik=kinematics.ik)
         self.control = TickThread(self.loop, self, self.lockstep, ccfg.lockstep_max_backlog, ccfg.thread_priority)
         self.requested_version = 0  # newest model version handed to the loader (0: none in flight)
         self.rejections = Rejections()

@@ -1,11 +1,11 @@
 """The configured task (task.name) on the simulated arm as a gymnasium env, with the controller's exact action
 interface and episode logic.
 
-Per step: target = apply_action(a, the base target, measured q, safe limits, task.action_scale,
-controller.max_tracking_error); the PD arm tracks it for one control period; the observation, reward and end
-come from control/episode.py's EpisodeSteps on the measured joints (end effector by the shared kinematics) and
-the task's sensed values, as the controller judges them on the real arm. `info["action"]` is the applied
-action: what the learner trains on.
+Per step: target = ActionRule.apply(a, the base target, measured q, task.action_scale) (task.action_space's
+action through the safety clips and the workspace box, control/action_rule.py); the PD arm tracks it for one
+control period; the observation, reward and end come from control/episode.py's EpisodeSteps on the measured
+joints (end effector by the shared kinematics) and the task's sensed values, as the controller judges them on
+the real arm. `info["action"]` is the applied action: what the learner trains on.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import gymnasium as gym
 import numpy as np
 
 from tdmpc_ros.config import Config
-from tdmpc_ros.control.actions import apply_action
+from tdmpc_ros.control.action_rule import ActionRule
 from tdmpc_ros.control.episode import EpisodeSteps
 from tdmpc_ros.data.episode import Episode
 from tdmpc_ros.sim.arm import Arm
@@ -33,10 +33,12 @@ class ArmEnv(gym.Env):
         self.episode = EpisodeSteps(self.cfg.task, self.kinematics.safe_lower, self.kinematics.safe_upper,
                                     self.kinematics.fk)
         self.task = self.episode.task
+        self.rule = ActionRule(self.cfg.task, self.kinematics.safe_lower, self.kinematics.safe_upper,
+                               self.kinematics.fk, self.kinematics.ik, self.cfg.controller.max_tracking_error)
         n = self.cfg.task.action_dim
         self.action_space = gym.spaces.Box(-1.0, 1.0, (n,), np.float32)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (self.task.obs_dim,), np.float32)
-        self.q = np.zeros(n)  # measured joint positions of the latest observation
+        self.q = np.zeros(len(self.cfg.task.joint_names))  # measured joint positions of the latest observation
         self.sensed: dict[str, np.ndarray] = {}  # the task's sensed values of the latest observation
         self._seeded = False
 
@@ -64,9 +66,7 @@ class ArmEnv(gym.Env):
 
     def step(self, action):
         cfg = self.cfg
-        target, applied = apply_action(action, self.target, self.q, self.kinematics.safe_lower,
-                                       self.kinematics.safe_upper, cfg.task.action_scale,
-                                       cfg.controller.max_tracking_error)
+        target, applied = self.rule.apply(action, self.target, self.q, cfg.task.action_scale)
         self.episode.act(target, applied)
         self.arm.set_target(target)
         self.arm.step_control_period()

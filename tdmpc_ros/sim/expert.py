@@ -19,5 +19,7 @@ def expert_episodes(env, count: int, noise: float = 0.1, seed: int | None = 0) -
 
     expert = env.task.expert(env.kinematics, noise, np.random.default_rng(seed))
     for i in range(count):
-        yield collect_episode(env, lambda obs, info: expert.act(env.goal, info["q"], env.target, info["sensed"]),
-                              i, seed=seed if i == 0 else None)[0]
+        # The experts act in joint space; in the cartesian space, by the end-effector move their step makes.
+        yield collect_episode(env, lambda obs, info: env.rule.from_joint_action(
+            expert.act(env.goal, info["q"], env.target, info["sensed"]), env.target, env.cfg.task.action_scale),
+            i, seed=seed if i == 0 else None)[0]
