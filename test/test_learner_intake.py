@@ -290,7 +290,7 @@ class Feeder:
     """Plays `arms` controllers (a publisher each) and listens to the learner's progress and diagnostics."""
 
     def __init__(self, context, arms: int = 1, namespaces: tuple[str, ...] = ()):
-        """`namespaces`: one publisher on `<ns>/transitions` each (a fleet's arms) instead of `arms` on `transitions`."""
+        """`namespaces`: a publisher on `<ns>/transitions` each (a fleet's arms) instead of `arms` on `transitions`."""
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
 
