@@ -339,6 +339,9 @@ class ControllerConfig(_Section):
     arm's `~/reset`); empty: none, the next episode starts at once on the same goal (a real arm)."""
     weights_timeout_s: float = checked(30.0, gt=0.0)
     """A model arriving over model_weights whose pieces are not all in after this long is dropped (s)."""
+    markers_hz: float = checked(2.0, ge=0.0, le=100.0)
+    """Rate of the RViz markers on ~/markers (goal, workspace box, current target, the plan's end-effector path;
+    built off the tick); 0: none."""
 
 
 @dataclass

@@ -49,7 +49,9 @@ from tdmpc_ros.kinematics import ArmKinematics
 from tdmpc_ros.learning.weights import WeightsAssembler
 from tdmpc_ros.msg import LearnerProgress, ModelUpdate, ModelWeights, PlannerStatus, Transition
 from tdmpc_ros.nodes import Rejections, guarded, log_failure, qos, run_node
+from tdmpc_ros.nodes.markers import PlanMarkers
 from tdmpc_ros.nodes.params import declare_config
+from tdmpc_ros.nodes.robot_description import wait_for_robot_description
 from tdmpc_ros.nodes.sensors import message_class
 
 OUTPUT_TYPES = {"float64_multi_array": Float64MultiArray, "joint_trajectory": JointTrajectory,
@@ -63,6 +65,7 @@ class ControllerNode(Node):
     def __init__(self):
         super().__init__("controller")
         self.cfg = declare_config(self, SECTIONS, live=LIVE, on_change=self.on_parameter)
+        self.cfg = wait_for_robot_description(self, self.cfg)  # task.robot robot_description: the URDF first
         ccfg = self.cfg.controller
         kinematics = ArmKinematics(self.cfg.task)
         self.goal_frame = self.cfg.task.base_frame or kinematics.base_link
@@ -73,6 +76,7 @@ class ControllerNode(Node):
         self.loop = ControlLoop(self.cfg, kinematics.safe_lower, kinematics.safe_upper, kinematics.fk,
                                 seed=ccfg.seed, lockstep=self.lockstep, reset_arm=self.reset_arm,
                                 ik=kinematics.ik)
+        self.markers = PlanMarkers(self, self.cfg, self.loop, self.goal_frame) if ccfg.markers_hz > 0 else None
         self.control = TickThread(self.loop, self, self.lockstep, ccfg.lockstep_max_backlog, ccfg.thread_priority)
         self.requested_version = 0  # newest model version handed to the loader (0: none in flight)
         self.rejections = Rejections()

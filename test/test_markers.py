@@ -1,0 +1,106 @@
+"""The controller node over real DDS: its RViz markers (goal, box, target, the plan's end-effector path of
+horizon + 1 points), and an arm whose URDF arrives on robot_description (the xArm6: commands carry 6 values)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from geometry_msgs.msg import PointStamped
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray, String
+from visualization_msgs.msg import Marker, MarkerArray
+
+from ros_helpers import spin_until, start_node, stop
+from tdmpc_ros import topics
+from tdmpc_ros.arm_description import urdf_path
+from tdmpc_ros.config import load_config
+from tdmpc_ros.kinematics import ArmKinematics, robot_overrides
+from tdmpc_ros.learning.agent import Agent
+from tdmpc_ros.learning.checkpoint import save_checkpoint
+from tdmpc_ros.msg import PlannerStatus
+from tdmpc_ros.nodes import qos
+
+pytestmark = pytest.mark.ros
+
+FAST = {"planner.compile": False, "planner.num_samples": 64, "planner.num_pi_trajs": 8, "planner.num_elites": 8,
+        "planner.iterations": 2, "task.max_episode_steps": 100000, "learner.weights_transport": "file",
+        "controller.reset_service": ""}
+GOAL = (0.5, 0.1, 0.5)
+
+
+class Arm:
+    """Joint states of `robot` (a perfect PD: where the last command said), a goal; records commands and markers."""
+
+    def __init__(self, context, robot: str):
+        import rclpy
+
+        cfg = load_config(None, robot_overrides(robot))
+        self.names, self.q = list(cfg.task.joint_names), np.array(cfg.sim.home)
+        kin = ArmKinematics(cfg.task)
+        self.node = rclpy.create_node("test_arm", context=context)
+        self.state_pub = self.node.create_publisher(JointState, topics.JOINT_STATES, qos.STATE)
+        self.commands, self.markers, self.status = [], [], []
+        self.node.create_subscription(PlannerStatus, topics.PLANNER_STATUS, self.status.append, 10)
+        self.node.create_subscription(Float64MultiArray, topics.COMMAND_TOPICS["float64_multi_array"],
+                                      lambda m: self.commands.append(np.array(m.data)), qos.STATE)
+        self.node.create_subscription(MarkerArray, "/controller/markers", self.markers.append, 10)
+        self.node.create_timer(0.02, self.publish_state)
+        goal = PointStamped()
+        goal.point.x, goal.point.y, goal.point.z = GOAL
+        goal.header.frame_id = kin.base_link
+        self.node.create_publisher(PointStamped, topics.GOAL, qos.LATCHED).publish(goal)
+        kin.close()
+
+    def publish_state(self):
+        if self.commands and len(self.commands[-1]) == len(self.q):
+            self.q = self.commands[-1].copy()
+        self.state_pub.publish(JointState(name=self.names, position=self.q.tolist(), velocity=[0.0] * len(self.q)))
+
+
+def checkpoint(tmp_path, robot: str) -> str:
+    path = tmp_path / f"{robot}.pt"
+    save_checkpoint(path, Agent(load_config(None, {**robot_overrides(robot), "agent": {"compile": False}})))
+    return str(path)
+
+
+def test_markers_show_goal_box_target_and_the_plan_path(tmp_path, ros_domain, rclpy_context):
+    log = tmp_path / "controller.log"
+    proc = start_node("controller_node", {**FAST, "controller.model_path": checkpoint(tmp_path, "kuka_iiwa"),
+                                          "controller.markers_hz": 10.0}, log)
+    try:
+        arm = Arm(rclpy_context, "kuka_iiwa")
+
+        def with_path():
+            return next((m for m in arm.markers if any(k.type == Marker.LINE_STRIP for k in m.markers)), None)
+
+        assert spin_until(arm.node, lambda: with_path() is not None, 90), log.read_text()[-3000:]
+        markers = {m.id: m for m in with_path().markers}
+        horizon = load_config().planner.horizon
+        assert len(markers[3].points) == horizon + 1  # the current target's end effector, then one per step
+        assert markers[3].points[0] == markers[2].pose.position  # the path starts at the target's end effector
+        goal = markers[0].pose.position
+        assert (goal.x, goal.y, goal.z) == pytest.approx(GOAL)
+        box = markers[1]
+        cfg = load_config()
+        assert box.scale.x == pytest.approx(cfg.task.workspace_high[0] - cfg.task.workspace_low[0])
+        assert all(m.header.frame_id == "lbr_iiwa_link_0" for m in markers.values())
+    finally:
+        assert stop(proc) == 0
+
+
+def test_the_urdf_comes_from_robot_description_and_the_xarm6_is_controlled(tmp_path, ros_domain, rclpy_context):
+    log = tmp_path / "controller.log"
+    proc = start_node("controller_node", {**FAST, "task.robot": "robot_description",
+                                          "controller.model_path": checkpoint(tmp_path, "xarm6"),
+                                          "controller.markers_hz": 0.0}, log)
+    try:
+        arm = Arm(rclpy_context, "xarm6")
+        assert spin_until(arm.node, lambda: "waiting for the arm's URDF" in log.read_text(), 60), log.read_text()
+        assert not arm.commands  # nothing is commanded before the arm is known
+        with open(urdf_path("xarm6")) as f:
+            arm.node.create_publisher(String, "robot_description", qos.LATCHED).publish(String(data=f.read()))
+        assert spin_until(arm.node, lambda: any(s.model_version == 1 and s.mode != "hold" for s in arm.status)
+                          and len(arm.commands) >= 5, 90), log.read_text()[-3000:]
+        assert all(len(c) == 6 for c in arm.commands)
+        assert "robot_description received: 6 joints" in log.read_text()
+    finally:
+        assert stop(proc) == 0
