@@ -53,6 +53,11 @@ LAUNCH_ARGUMENTS: dict[str, LaunchArgument] = {
     "config": LaunchArgument("", "parameter file (empty: share/tdmpc_ros/config/arm.yaml)"),
     "lockstep": LaunchArgument("false", "sim advances one control period per command (reproducible, faster than "
                                         "real time)", BOOL_CHOICES),
+    "robot": LaunchArgument("kuka_iiwa", "the arm (task.robot): kuka_iiwa, panda, xarm6, a URDF file, or "
+                                         "robot_description (the URDF from that topic); joints, limits and home "
+                                         "from its URDF"),
+    "action_space": LaunchArgument("joint", "task.action_space: joint or cartesian (end-effector position deltas)",
+                                   ("joint", "cartesian")),
     "run_dir": LaunchArgument("runs/arm", "learner run folder (learner.run_dir; a relative path is under "
                                           "$ROS_HOME, default ~/.ros)"),
 }
@@ -86,13 +91,14 @@ class NodeLaunch:
 # (use_sim_time), so stamps and bags follow simulated time (timers that must tick while the world is held run on
 # steady time).
 SIM_TIME = {"sim.lockstep": ("lockstep", "bool"), "use_sim_time": ("lockstep", "bool")}
+ARM = {"task.robot": ("robot", "str"), "task.action_space": ("action_space", "str")}  # every node knows the arm
 NODES: tuple[NodeLaunch, ...] = (
-    NodeLaunch("arm", "arm_node", required=True, condition="use_sim", from_arguments=dict(SIM_TIME)),
+    NodeLaunch("arm", "arm_node", required=True, condition="use_sim", from_arguments={**SIM_TIME, **ARM}),
     NodeLaunch("controller", "controller_node", required=True,
-               from_arguments={**SIM_TIME, "planner.device": ("device", "str"),
+               from_arguments={**SIM_TIME, **ARM, "planner.device": ("device", "str"),
                                "planner.backend": ("backend", "str"), "controller.model_path": ("model", "str")}),
     NodeLaunch("learner", "learner_node", required=False, condition="learn",
-               from_arguments={**SIM_TIME, "agent.device": ("device", "str"),
+               from_arguments={**SIM_TIME, **ARM, "agent.device": ("device", "str"),
                                "learner.demos": ("demos", "list[str]"), "learner.run_dir": ("run_dir", "str")}),
 )
 

@@ -110,3 +110,14 @@ def test_a_step_faster_than_a_joint_may_move_is_refused_naming_both_numbers(arm_
                                           r"joint 'j2''s velocity limit 1.5 rad/s"):
         TaskConfig(robot=arm_urdf, action_scale=0.1, control_rate_hz=20.0)
     TaskConfig(robot=arm_urdf, action_scale=0.05, control_rate_hz=20.0)  # 1 rad/s: within every limit
+
+
+def test_launch_arguments_robot_and_action_space_reach_every_node():
+    from tdmpc_ros.launch_spec import node_launches
+
+    launches = node_launches({"robot": "xarm6", "action_space": "cartesian"})
+    assert {n.name for n in launches} == {"arm", "controller", "learner"}
+    for n in launches:
+        assert n.parameters["task.robot"] == "xarm6" and n.parameters["task.action_space"] == "cartesian"
+    with pytest.raises(ValueError, match="action_space"):
+        node_launches({"action_space": "polar"})
