@@ -1,6 +1,8 @@
-"""`tdmpc-ros bench learn`: the learning benchmark. run_online per seed (sequentially): env steps to 90 %
-success, wall time, the curve as JSON, a CSV (one row per episode per seed) and a PNG (success rate and
-return against env steps, one line per seed).
+"""`tdmpc-ros bench learn`: the learning benchmark. run_online per seed (sequentially): env steps to 50, 80
+and 90 % success, wall time, the curve as JSON, a CSV (one row per episode per seed) and a PNG (success rate
+and return against env steps, one line per seed). `--task` and `--reward` pick the task and its reward; the
+demo ablation: `--demo-ratio 0` (demos for pretraining only) and `--demos 0` (none). In-process runs only
+(`--arms` runs the fleet's config as it is).
 """
 from __future__ import annotations
 
@@ -20,7 +22,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1, run one after another")
     parser.add_argument("--env-steps", type=int, default=10_000, help="online env steps per seed")
     parser.add_argument("--preset", default=None, help="model size preset (default: the config's)")
-    parser.add_argument("--demos", type=int, default=10, help="scripted-expert demo episodes per seed")
+    parser.add_argument("--demos", type=int, default=10, help="scripted-expert demo episodes per seed (0: none)")
+    parser.add_argument("--task", default=None, help="task.name (reach, push, package.module:Class); without "
+                                                     "--config a bundled config/<task>.yaml where there is one")
+    parser.add_argument("--reward", choices=["dense", "sparse"], default=None, help="task.reward (default: config's)")
+    parser.add_argument("--demo-ratio", type=float, default=None,
+                        help="agent.demo_ratio: demo share of each online batch (0: demos for pretraining only)")
     parser.add_argument("--eval-every", type=int, default=0,
                         help="also evaluate the eval-mode planner every N env steps (0: rolling rate only)")
     parser.add_argument("--eval-episodes", type=int, default=5, help="episodes per evaluation")
@@ -96,11 +103,12 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from tdmpc_ros.config import config_to_dict, default_config_path, load_config
+    from tdmpc_ros.config import config_to_dict
     from tdmpc_ros.learning.online_loop import SUCCESS_METRIC, run_online
+    from tdmpc_ros.tasks import task_config
 
-    if args.seeds < 1 or args.env_steps < 1 or args.demos < 1:
-        raise InputError("--seeds, --env-steps and --demos must be at least 1")
+    if args.seeds < 1 or args.env_steps < 1 or args.demos < 0:
+        raise InputError("--seeds and --env-steps must be at least 1, --demos at least 0")
     if args.arms:
         from tdmpc_ros.cli.bench_fleet import run_fleet
 
@@ -109,7 +117,11 @@ def run(args: argparse.Namespace) -> int:
         return run_fleet(args)
     torch.set_num_threads(args.threads)
     overrides = {"planner": {"compile": args.compile}, **({"model": {"preset": args.preset}} if args.preset else {})}
-    cfg = load_config(args.config or default_config_path(), overrides)
+    if args.reward:
+        overrides["task"] = {"reward": args.reward}
+    if args.demo_ratio is not None:
+        overrides["agent"] = {"demo_ratio": args.demo_ratio}
+    cfg = task_config(args.task, args.config, overrides)
     out = sys.stderr if args.json else sys.stdout
 
     def say(text: str) -> None:
@@ -129,7 +141,8 @@ def run(args: argparse.Namespace) -> int:
         results.append(result)
         last = result.episodes[-1]
         seeds.append({
-            "seed": seed, "env_steps_to_90": result.steps_to(TARGET_RATE), "final_success_rate": last.success_rate,
+            "seed": seed, "env_steps_to_50": result.steps_to(0.5), "env_steps_to_80": result.steps_to(0.8),
+            "env_steps_to_90": result.steps_to(TARGET_RATE), "final_success_rate": last.success_rate,
             "episodes": len(result.episodes), "wall_s": round(result.wall_s, 1), "time_s": result.time_s,
             "updates": result.updates, "demo_success_rate": result.demo_success_rate,
             "checkpoint": result.checkpoint, "curve": curve_points(result),
@@ -139,10 +152,12 @@ def run(args: argparse.Namespace) -> int:
             f"{seeds[-1]['env_steps_to_90']}")
         # Written after every seed, so a long benchmark leaves its finished seeds behind if stopped.
         write_csv(csv_path, results)
-        plot(png, results, f"reach, {cfg.model.preset} preset, {args.demos} demos, {len(results)} seed(s)")
+        plot(png, results, f"{cfg.task.name} ({cfg.task.reward} reward), {cfg.model.preset} preset, {args.demos} "
+                           f"demos (demo_ratio {cfg.agent.demo_ratio:g}), {len(results)} seed(s)")
     reached = [s["env_steps_to_90"] for s in seeds]
     print(json.dumps({
         "success_metric": SUCCESS_METRIC, "target_rate": TARGET_RATE, "env_steps": args.env_steps,
+        "task": cfg.task.name, "reward": cfg.task.reward, "demo_ratio": cfg.agent.demo_ratio,
         "demos": args.demos, "preset": cfg.model.preset, "seeds": seeds,
         "all_reached_90": all(r is not None for r in reached),
         "max_env_steps_to_90": max(reached) if all(r is not None for r in reached) else None,

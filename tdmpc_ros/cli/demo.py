@@ -1,4 +1,5 @@
-"""`tdmpc-ros demo` (what `make demo` runs): learn to reach on the PyBullet arm with the full ROS loop.
+"""`tdmpc-ros demo` (what `make demo` runs): learn the task (reach; `--task push`) on the PyBullet arm with the
+full ROS loop.
 
 Records scripted demos if there are none, launches sim + controller + learner (lockstep by default) through
 the same node list as arm.launch.py, follows the run over DDS, prints progress, and ends with a summary
@@ -23,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-dir", default="", help="run folder (default runs/demo-<time>)")
     parser.add_argument("--realtime", action="store_true", help="real-time sim instead of lockstep")
     parser.add_argument("--config", default="", help="parameter file (default config/arm.yaml)")
+    parser.add_argument("--task", default=None,
+                        help="task.name (reach, push or package.module:Class); without --config a bundled "
+                             "config/<task>.yaml is used where there is one")
 
 
 def has_bags(folder: Path) -> bool:
@@ -70,18 +74,24 @@ def run(args: argparse.Namespace) -> int:
     from tdmpc_ros.cli.harness import LaunchedGraph, RequiredNodeExited
     from tdmpc_ros.learning.metrics import plot_learning_curve
 
+    from tdmpc_ros.config import default_config_path
+
+    task = getattr(args, "task", None)
+    bundled = default_config_path().with_name(f"{task}.yaml") if task else None
+    config = args.config or (str(bundled) if bundled is not None and bundled.exists() else "")
+    overrides = {"task.name": task} if task else None
     demos_dir = Path(args.demos)
     if not has_bags(demos_dir):
         print(f"[demo] no demo bags in {demos_dir}: recording {args.demo_episodes} scripted-expert episodes")
         demos_cli.run(argparse.Namespace(episodes=args.demo_episodes, out=str(demos_dir), storage="mcap",
-                                         noise=0.1, seed=0, config=args.config or None, json=False))
+                                         noise=0.1, seed=0, config=config or None, task=task, json=False))
     run_dir = Path(args.run_dir or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}")
     run_dir.mkdir(parents=True, exist_ok=True)
     arguments = {"lockstep": str(not args.realtime).lower(), "demos": str(demos_dir.resolve()),
                  "run_dir": str(run_dir.resolve()), "learn": "true"}
-    if args.config:
-        arguments["config"] = args.config
-    with LaunchedGraph(arguments, log_path=run_dir / "launch.log", observer_name="demo_monitor") as graph:
+    if config:
+        arguments["config"] = config
+    with LaunchedGraph(arguments, overrides, log_path=run_dir / "launch.log", observer_name="demo_monitor") as graph:
         print(f"[demo] run folder {run_dir} (node output in {run_dir / 'launch.log'}); "
               f"target {args.env_steps} env steps")
         monitor = RunMonitor(graph.observer)

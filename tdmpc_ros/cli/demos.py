@@ -1,4 +1,4 @@
-"""`tdmpc-ros demos`: scripted-expert demonstrations on the PyBullet arm, one rosbag2 per episode."""
+"""`tdmpc-ros demos`: the task's scripted-expert demonstrations on the PyBullet arm, one rosbag2 per episode."""
 from __future__ import annotations
 
 import argparse
@@ -13,6 +13,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap", help="rosbag2 storage format")
     parser.add_argument("--noise", type=float, default=0.1, help="Gaussian noise std on the expert's actions")
     parser.add_argument("--seed", type=int, default=0, help="seed for goals, start poses and noise")
+    parser.add_argument("--task", default=None,
+                        help="task.name (reach, push or package.module:Class); without --config a bundled "
+                             "config/<task>.yaml is used where there is one")
     parser.add_argument("--config", default=None, help="parameter file (default: config/arm.yaml)")
     parser.add_argument("--json", action="store_true", help="print one JSON object (success_rate, episodes, ...)")
 
@@ -23,14 +26,14 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from tdmpc_ros.config import default_config_path, load_config
     from tdmpc_ros.data.bags import write_transition_bag
     from tdmpc_ros.sim.expert import expert_episodes
     from tdmpc_ros.sim.env import ArmEnv
+    from tdmpc_ros.tasks import task_config
 
     if args.episodes < 1:
         raise InputError(f"--episodes must be at least 1, got {args.episodes}")
-    cfg = load_config(args.config or default_config_path())
+    cfg = task_config(getattr(args, "task", None), args.config)
     out = Path(args.out)
     paths = [out / f"demo_s{args.seed}_{i:04d}" for i in range(args.episodes)]
     existing = [str(p) for p in paths if p.exists()]
@@ -51,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"success_rate": successes / args.episodes, "episodes": args.episodes,
                           "successes": successes, "mean_return": round(float(np.mean(returns)), 4),
+                          "task": cfg.task.name, "reward": cfg.task.reward,
                           "storage": args.storage, "out": str(out)}))
         return 0
     print(f"expert success rate {successes / args.episodes:.3f} ({successes}/{args.episodes}), "

@@ -95,9 +95,11 @@ def run_online(cfg: Config, env_steps: int, seed: int, run_dir: str | Path, demo
     """Demos, pretraining, then online episodes until `env_steps`; checkpoints and the result under run_dir.
 
     eval_every > 0 adds an eval-mode evaluation of `eval_episodes` episodes every that many env steps.
+    demo_episodes 0: no demos, so no pretraining (online learning only).
     """
-    if env_steps < 1 or demo_episodes < 1:
-        raise ValueError(f"run_online: env_steps ({env_steps}) and demo_episodes ({demo_episodes}) must be >= 1")
+    if env_steps < 1 or demo_episodes < 0:
+        raise ValueError(f"run_online: env_steps ({env_steps}) must be >= 1 and demo_episodes ({demo_episodes}) "
+                         ">= 0")
     cfg = seeded_config(cfg, seed)
     result = OnlineResult(seed)
     times = dict.fromkeys(("demos", "pretrain", "plan", "env", "update", "eval"), 0.0)
@@ -106,7 +108,7 @@ def run_online(cfg: Config, env_steps: int, seed: int, run_dir: str | Path, demo
     eval_env = ArmEnv(seeded_config(cfg, seed + 10_000)) if eval_every > 0 else None
     try:
         demos = list(expert_episodes(env, demo_episodes, DEMO_NOISE, seed))
-        result.demo_success_rate = float(np.mean([d.success for d in demos]))
+        result.demo_success_rate = float(np.mean([d.success for d in demos])) if demos else 0.0
         times["demos"] = time.perf_counter() - start
 
         learner = Learner(cfg, run_dir, log=log)

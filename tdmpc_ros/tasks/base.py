@@ -21,7 +21,7 @@ from typing import Protocol
 
 import numpy as np
 
-from tdmpc_ros.config import ConfigError, SimConfig, TaskConfig
+from tdmpc_ros.config import Config, ConfigError, SimConfig, TaskConfig, default_config_path, load_config
 
 VELOCITY_SCALE = 0.1  # keeps joint velocities (rad/s) near the range of the other observation entries
 BUILT_IN = {"reach": "tdmpc_ros.tasks.reach:ReachTask", "push": "tdmpc_ros.tasks.push:PushTask"}
@@ -129,3 +129,14 @@ def task_class(name: str) -> type[Task]:
 
 def make_task(cfg: TaskConfig) -> Task:
     return task_class(cfg.name)(cfg)
+
+
+def task_config(task: str | None = None, path: str | None = None, overrides: dict | None = None) -> Config:
+    """The config for `task` (a CLI's --task): `path` if given, with task.name set to `task`; else the bundled
+    config/<task>.yaml where there is one (push), else config/arm.yaml with task.name set."""
+    if path is None and task is not None and (bundled := default_config_path().with_name(f"{task}.yaml")).exists():
+        path = str(bundled)
+    overrides = dict(overrides or {})
+    if task is not None:
+        overrides["task"] = {**overrides.get("task", {}), "name": task}
+    return load_config(path or default_config_path(), overrides)

@@ -127,8 +127,9 @@ class PushExpert:
         u = to_goal / max(left, 1e-6)
         contact = self.size / 2 + EE_REACH  # end effector to cube centre while pushing
         behind = cube[:2] - u * (contact + BEHIND)
-        along = float(np.dot(ee[:2] - cube[:2], u))
-        across = abs(float(np.cross(u, ee[:2] - cube[:2])))
+        offset = ee[:2] - cube[:2]
+        along = float(np.dot(offset, u))
+        across = abs(float(u[0] * offset[1] - u[1] * offset[0]))  # from the line through the cube to the goal
         low = ee[2] < TABLE_TOP + PUSH_HEIGHT + 0.03
         if along < -(self.size / 2 + 0.02) and across < 0.025 and low:  # in place behind the cube: push
             gap = max(-contact - along, 0.0)  # still to close before the link touches the cube

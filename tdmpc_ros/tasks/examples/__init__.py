@@ -1,0 +1,1 @@
+"""Example user tasks (docs/tasks.md): loaded by dotted name, e.g. task.name: tdmpc_ros.tasks.examples.hover:HoverTask."""
