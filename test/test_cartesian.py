@@ -2,6 +2,7 @@
 env; a model for another arm refused; the xArm6 with the scripted expert."""
 from __future__ import annotations
 
+import re
 import time
 
 import numpy as np
@@ -114,7 +115,7 @@ def test_safety_property_with_the_box_in_either_action_space(space, data):
     loop.close()
 
 
-def test_a_model_for_the_iiwa_is_refused_on_the_xarm6(tmp_path):
+def test_a_model_for_the_iiwa_is_refused_on_the_xarm6(tmp_path, capsys):
     from tdmpc_ros.control.models import ModelRejected, load_model
     from tdmpc_ros.learning.agent import Agent
     from tdmpc_ros.learning.checkpoint import load_checkpoint, save_checkpoint
@@ -126,9 +127,14 @@ def test_a_model_for_the_iiwa_is_refused_on_the_xarm6(tmp_path):
     assert arm["joint_names"] == iiwa.task.joint_names and arm["ee_link"] == "lbr_iiwa_link_7"
     assert len(arm["urdf_sha256"]) == 64
     xarm6 = load_config(None, robot_overrides("xarm6"))
-    with pytest.raises(ModelRejected, match=r"iiwa.pt: model for 7 joints \[lbr_iiwa_joint_1 lbr_iiwa_joint_2 .*\] "
-                                            r".*this arm has 6 \[joint1 joint2 joint3 joint4 joint5 joint6\]"):
+    refusal = r"iiwa.pt: model for 7 joints \[lbr_iiwa_joint_1 lbr_iiwa_joint_2 .*\] .*this arm has 6 \[joint1 joint2 " \
+              r"joint3 joint4 joint5 joint6\]"
+    with pytest.raises(ModelRejected, match=refusal):
         load_model(str(path), None, xarm6)
+    from tdmpc_ros.cli.main import main
+
+    assert main(["eval", "--checkpoint", str(path), "--robot", "xarm6", "--episodes", "1"]) == 2  # as a CLI error
+    assert re.search(refusal, capsys.readouterr().err)
 
 
 @pytest.mark.parametrize("space", ["joint", "cartesian"])

@@ -11,6 +11,7 @@ import json
 import time
 from pathlib import Path
 
+from tdmpc_ros.cli.arm_args import add_arm_arguments, arm_overrides
 from tdmpc_ros.errors import InputError
 
 
@@ -24,6 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="torch backend: torch.compile the plan call (minutes of set-up on a busy CPU)")
     parser.add_argument("--threads", type=int, default=1, help="planner threads")
     parser.add_argument("--config", default=None, help="parameter file (default: config/arm.yaml)")
+    add_arm_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print only the JSON object")
 
 
@@ -58,9 +60,9 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict:
         raise InputError(f"--episodes must be at least 1, got {args.episodes}")
     if args.onnx and args.backend != "onnx":
         raise InputError("--onnx needs --backend onnx")
-    cfg = load_config(args.config or default_config_path(), {
+    cfg = load_config(args.config or default_config_path(), arm_overrides(args, {
         "planner": {"backend": args.backend, "device": "cpu", "compile": args.compile, "threads": args.threads},
-        "sim": {"seed": args.seed}})
+        "sim": {"seed": args.seed}}))
     ckpt = load_checkpoint(args.checkpoint)
     check_arm(ckpt, cfg.task)
     check_model_config(ckpt, cfg.model)

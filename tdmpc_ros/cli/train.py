@@ -10,6 +10,7 @@ import argparse
 import signal
 from pathlib import Path
 
+from tdmpc_ros.cli.arm_args import add_arm_arguments, arm_overrides
 from tdmpc_ros.errors import InputError
 
 CURVE_KEYS = ("total_loss", "consistency_loss", "reward_loss", "value_loss", "termination_loss", "pi_loss")
@@ -17,6 +18,7 @@ CURVE_KEYS = ("total_loss", "consistency_loss", "reward_loss", "value_loss", "te
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None, help="parameter file (default: config/arm.yaml)")
+    add_arm_arguments(parser)
     parser.add_argument("--demos", nargs="+", required=True, metavar="DIR", help="demo bag folders or bags")
     parser.add_argument("--online", nargs="*", default=[], metavar="DIR", help="online bag folders or bags")
     parser.add_argument("--updates", type=int, required=True, help="train until this many updates in total")
@@ -33,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def overrides(args: argparse.Namespace) -> dict:
     values = {"model": {"preset": args.preset}, "agent": {"batch_size": args.batch_size, "device": args.device}}
-    return {section: {k: v for k, v in fields.items() if v is not None} for section, fields in values.items()}
+    return arm_overrides(args, {section: {k: v for k, v in fields.items() if v is not None}
+                                for section, fields in values.items()})
 
 
 def run(args: argparse.Namespace) -> int:
