@@ -151,3 +151,20 @@ def test_the_xarm6_reaches_with_the_scripted_expert(space):
     assert all(e.actions.shape[1] == env.action_space.shape[0] for e in episodes)
     assert sum(e.terminated for e in episodes) >= 5, [len(e.actions) for e in episodes]
     env.close()
+
+
+def test_demos_for_the_xarm6_in_cartesian_actions_from_the_cli(tmp_path, capsys):
+    import json
+
+    from tdmpc_ros.cli.main import main
+    from tdmpc_ros.data.bags import read_episodes
+
+    out = tmp_path / "demos"
+    assert main(["demos", "--robot", "xarm6", "--action-space", "cartesian", "--episodes", "2", "--out", str(out),
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["episodes"] == 2
+    overrides = robot_overrides("xarm6")
+    overrides["task"]["action_space"] = "cartesian"
+    episodes = read_episodes([out], load_config(None, overrides)).episodes
+    assert len(episodes) == 2 and {e.actions.shape[1] for e in episodes} == {3}
+    assert {e.observations.shape[1] for e in episodes} == {21}

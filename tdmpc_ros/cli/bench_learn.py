@@ -13,6 +13,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from tdmpc_ros.cli.arm_args import add_arm_arguments, arm_overrides
 from tdmpc_ros.errors import InputError
 
 TARGET_RATE = 0.9
@@ -32,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also evaluate the eval-mode planner every N env steps (0: rolling rate only)")
     parser.add_argument("--eval-episodes", type=int, default=5, help="episodes per evaluation")
     parser.add_argument("--config", default=None, help="parameter file (default: config/arm.yaml)")
+    add_arm_arguments(parser)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
                         help="torch.compile the planner: minutes of set-up per seed on a busy CPU for ~15%% per call")
@@ -109,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.seeds < 1 or args.env_steps < 1 or args.demos < 0:
         raise InputError("--seeds and --env-steps must be at least 1, --demos at least 0")
+    if args.arms and (args.robot or args.action_space):
+        raise InputError("--robot and --action-space are for in-process runs; with --arms use --config")
     if args.arms:
         from tdmpc_ros.cli.bench_fleet import run_fleet
 
@@ -121,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         overrides["task"] = {"reward": args.reward}
     if args.demo_ratio is not None:
         overrides["agent"] = {"demo_ratio": args.demo_ratio}
-    cfg = task_config(args.task, args.config, overrides)
+    cfg = task_config(args.task, args.config, arm_overrides(args, overrides))
     out = sys.stderr if args.json else sys.stdout
 
     def say(text: str) -> None:

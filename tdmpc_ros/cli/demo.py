@@ -13,6 +13,8 @@ import time
 from collections import deque
 from pathlib import Path
 
+from tdmpc_ros.cli.arm_args import add_arm_arguments
+
 SUCCESS_WINDOW = 20  # episodes in the rolling success rate
 
 
@@ -24,6 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-dir", default="", help="run folder (default runs/demo-<time>)")
     parser.add_argument("--realtime", action="store_true", help="real-time sim instead of lockstep")
     parser.add_argument("--config", default="", help="parameter file (default config/arm.yaml)")
+    add_arm_arguments(parser)
     parser.add_argument("--task", default=None,
                         help="task.name (reach, push or package.module:Class); without --config a bundled "
                              "config/<task>.yaml is used where there is one")
@@ -84,13 +87,16 @@ def run(args: argparse.Namespace) -> int:
     if not has_bags(demos_dir):
         print(f"[demo] no demo bags in {demos_dir}: recording {args.demo_episodes} scripted-expert episodes")
         demos_cli.run(argparse.Namespace(episodes=args.demo_episodes, out=str(demos_dir), storage="mcap",
-                                         noise=0.1, seed=0, config=config or None, task=task, json=False))
+                                         noise=0.1, seed=0, config=config or None, task=task, json=False,
+                                         robot=args.robot, action_space=args.action_space))
     run_dir = Path(args.run_dir or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}")
     run_dir.mkdir(parents=True, exist_ok=True)
     arguments = {"lockstep": str(not args.realtime).lower(), "demos": str(demos_dir.resolve()),
                  "run_dir": str(run_dir.resolve()), "learn": "true"}
     if config:
         arguments["config"] = config
+    arguments.update({name: value for name, value in (("robot", args.robot), ("action_space", args.action_space))
+                      if value})  # launch arguments of the same names
     with LaunchedGraph(arguments, overrides, log_path=run_dir / "launch.log", observer_name="demo_monitor") as graph:
         print(f"[demo] run folder {run_dir} (node output in {run_dir / 'launch.log'}); "
               f"target {args.env_steps} env steps")

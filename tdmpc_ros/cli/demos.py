@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from tdmpc_ros.cli.arm_args import add_arm_arguments, arm_overrides
 from tdmpc_ros.errors import InputError
 
 
@@ -17,6 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="task.name (reach, push or package.module:Class); without --config a bundled "
                              "config/<task>.yaml is used where there is one")
     parser.add_argument("--config", default=None, help="parameter file (default: config/arm.yaml)")
+    add_arm_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object (success_rate, episodes, ...)")
 
 
@@ -33,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.episodes < 1:
         raise InputError(f"--episodes must be at least 1, got {args.episodes}")
-    cfg = task_config(getattr(args, "task", None), args.config)
+    cfg = task_config(getattr(args, "task", None), args.config, arm_overrides(args))
     out = Path(args.out)
     paths = [out / f"demo_s{args.seed}_{i:04d}" for i in range(args.episodes)]
     existing = [str(p) for p in paths if p.exists()]
