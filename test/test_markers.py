@@ -104,3 +104,22 @@ def test_the_urdf_comes_from_robot_description_and_the_xarm6_is_controlled(tmp_p
         assert "robot_description received: 6 joints" in log.read_text()
     finally:
         assert stop(proc) == 0
+
+
+def test_the_sim_arm_takes_its_urdf_from_robot_description(tmp_path, ros_domain, rclpy_context):
+    import rclpy
+
+    log = tmp_path / "arm.log"
+    proc = start_node("arm_node", {"task.robot": "robot_description"}, log)
+    try:
+        node = rclpy.create_node("test_probe", context=rclpy_context)
+        states = []
+        node.create_subscription(JointState, topics.JOINT_STATES, states.append, qos.STATE)
+        assert spin_until(node, lambda: "waiting for the arm's URDF" in log.read_text(), 60), log.read_text()
+        assert not states
+        with open(urdf_path("xarm6")) as f:
+            node.create_publisher(String, "robot_description", qos.LATCHED).publish(String(data=f.read()))
+        assert spin_until(node, lambda: len(states) >= 3, 60), log.read_text()[-3000:]
+        assert list(states[-1].name) == [f"joint{i}" for i in range(1, 7)]
+    finally:
+        assert stop(proc) == 0

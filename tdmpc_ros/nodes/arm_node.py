@@ -40,6 +40,7 @@ from tdmpc_ros import topics
 from tdmpc_ros.control.inputs import shown
 from tdmpc_ros.nodes import LOG_THROTTLE_S, Rejections, guarded, qos, run_node
 from tdmpc_ros.nodes.params import declare_config
+from tdmpc_ros.nodes.robot_description import wait_for_robot_description
 from tdmpc_ros.nodes.sensors import message_class, sensor_message
 from tdmpc_ros.sim.arm import Arm
 from tdmpc_ros.tasks import make_task
@@ -52,6 +53,7 @@ class ArmNode(Node):
     def __init__(self):
         super().__init__("arm")
         self.cfg = declare_config(self, ("task", "sim"))
+        self.cfg = wait_for_robot_description(self, self.cfg)  # task.robot robot_description: the URDF first
         task, sim = self.cfg.task, self.cfg.sim
         self.rng = np.random.default_rng(sim.seed)
         self.arm = Arm(task, sim, self.rng)

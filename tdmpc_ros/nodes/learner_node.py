@@ -42,6 +42,7 @@ from tdmpc_ros.learning.weights import split
 from tdmpc_ros.msg import LearnerProgress, ModelUpdate, ModelWeights, Transition
 from tdmpc_ros.nodes import qos, run_node
 from tdmpc_ros.nodes.params import declare_config
+from tdmpc_ros.nodes.robot_description import wait_for_robot_description
 
 PROGRESS_PERIOD_S = 0.05
 INTAKE_QUEUE_BYTES = 64 * 1024 * 1024
@@ -102,6 +103,7 @@ class LearnerNode(Node):
     def __init__(self):
         super().__init__("learner")
         self.cfg = declare_config(self, ("model", "agent", "planner", "task", "learner"))
+        self.cfg = wait_for_robot_description(self, self.cfg)  # task.robot robot_description: the URDF first
         torch.set_num_threads(1)  # shares the machine with the controller and the arm
         self.run_dir = under_ros_home(self.cfg.learner.run_dir).resolve()
         self.online_dir = self.run_dir / "online"
