@@ -174,3 +174,28 @@ def test_a_stale_object_pose_holds_the_arm_and_control_resumes_when_it_returns(t
     text = log.read_text()
     assert 1 <= text.count("holding last target: object_pose stale") <= 2  # once per fault, not every tick
     assert "resuming control" in text
+
+
+@pytest.mark.slow
+def test_a_short_push_training_run_improves_the_return_over_the_untrained_model(tmp_path, one_torch_thread):
+    """5 demos, 300 pretraining updates and 200 online steps (seed 0): the eval-mode planner's mean return over
+    3 fixed episodes rises by more than RETURN_MARGIN over the untrained model's on the same episodes (measured:
+    -45.8 untrained, -33.7 trained)."""
+    from tdmpc_ros.learning.online_loop import evaluate, run_online, seeded_config
+    from tdmpc_ros.planner import make_planner
+    from tdmpc_ros.sim.env import ArmEnv
+
+    cfg = task_config("push", overrides={"agent": {"batch_size": 64, "compile": False},
+                                         "learner": {"pretrain_updates": 300}, "planner": {"compile": False}})
+    seed = 0
+    env = ArmEnv(seeded_config(cfg, seed + 10_000))  # run_online's eval env: the same episodes
+    untrained = evaluate(env, make_planner(Agent(seeded_config(cfg, seed)).model, cfg.planner, cfg.discount,
+                                           seed=seed + 1), 3)
+    env.close()
+    result = run_online(cfg, 200, seed, tmp_path, demo_episodes=5, eval_every=200, eval_episodes=3, log=print)
+    trained = result.evals[0]
+    print(f"push return: untrained {untrained.mean_return:.2f}, trained {trained.mean_return:.2f}")
+    assert trained.mean_return > untrained.mean_return + RETURN_MARGIN
+
+
+RETURN_MARGIN = 5.0  # return units: about 5 cm less cube-to-goal distance, on average, over each 100-step episode

@@ -126,6 +126,20 @@ def test_push_expert_succeeds_in_at_least_80_percent_of_episodes():
 
 
 @pytest.mark.unit
+def test_demos_command_records_the_push_experts_episodes(tmp_path, capsys):
+    import json
+
+    from tdmpc_ros.cli.main import main
+    from tdmpc_ros.data.bags import read_episodes
+
+    assert main(["demos", "--task", "push", "--episodes", "2", "--out", str(tmp_path), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["task"], result["episodes"], result["successes"]) == ("push", 2, 2)
+    report = read_episodes([tmp_path], PUSH)
+    assert len(report.episodes) == 2 and report.episodes[0].observations.shape[1] == PUSH.model.obs_dim
+
+
+@pytest.mark.unit
 def test_sensor_samples_missing_stale_old_stamped_or_bad_are_faults():
     sensors = make_task(PUSH.task).sensors
     good = SensorSample(pose([0.6, 0, 0.025]), received=10.0, stamp_ns=500)
