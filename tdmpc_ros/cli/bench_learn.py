@@ -111,8 +111,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.seeds < 1 or args.env_steps < 1 or args.demos < 0:
         raise InputError("--seeds and --env-steps must be at least 1, --demos at least 0")
-    if args.arms and (args.robot or args.action_space):
-        raise InputError("--robot and --action-space are for in-process runs; with --arms use --config")
+    if args.arms and (args.robot or args.action_space or args.task or args.reward or args.demo_ratio is not None
+                      or args.demos == 0):
+        raise InputError("--robot, --action-space, --task, --reward, --demo-ratio and --demos 0 are for in-process "
+                         "runs; with --arms use --config")
     if args.arms:
         from tdmpc_ros.cli.bench_fleet import run_fleet
 

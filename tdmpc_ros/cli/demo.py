@@ -21,7 +21,8 @@ SUCCESS_WINDOW = 20  # episodes in the rolling success rate
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--env-steps", type=int, default=12000, help="stop after this many control steps")
     parser.add_argument("--minutes", type=float, default=30.0, help="stop after this long in any case")
-    parser.add_argument("--demos", default="demos", help="demo bag directory (recorded if empty)")
+    parser.add_argument("--demos", default=None,
+                        help="demo bag directory, recorded if empty (default: demos, or demos_<task> with --task)")
     parser.add_argument("--demo-episodes", type=int, default=10, help="expert episodes to record if none exist")
     parser.add_argument("--run-dir", default="", help="run folder (default runs/demo-<time>)")
     parser.add_argument("--realtime", action="store_true", help="real-time sim instead of lockstep")
@@ -83,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     bundled = default_config_path().with_name(f"{task}.yaml") if task else None
     config = args.config or (str(bundled) if bundled is not None and bundled.exists() else "")
     overrides = {"task.name": task} if task else None
-    demos_dir = Path(args.demos)
+    demos_dir = Path(args.demos or (f"demos_{task.replace(':', '_').replace('.', '_')}" if task else "demos"))
     if not has_bags(demos_dir):
         print(f"[demo] no demo bags in {demos_dir}: recording {args.demo_episodes} scripted-expert episodes")
         demos_cli.run(argparse.Namespace(episodes=args.demo_episodes, out=str(demos_dir), storage="mcap",
