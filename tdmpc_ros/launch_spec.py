@@ -53,11 +53,11 @@ LAUNCH_ARGUMENTS: dict[str, LaunchArgument] = {
     "config": LaunchArgument("", "parameter file (empty: share/tdmpc_ros/config/arm.yaml)"),
     "lockstep": LaunchArgument("false", "sim advances one control period per command (reproducible, faster than "
                                         "real time)", BOOL_CHOICES),
-    "robot": LaunchArgument("kuka_iiwa", "the arm (task.robot): kuka_iiwa, panda, xarm6, a URDF file, or "
-                                         "robot_description (the URDF from that topic); joints, limits and home "
-                                         "from its URDF"),
-    "action_space": LaunchArgument("joint", "task.action_space: joint or cartesian (end-effector position deltas)",
-                                   ("joint", "cartesian")),
+    "robot": LaunchArgument("", "the arm (task.robot): kuka_iiwa, panda, xarm6, a URDF file, or robot_description "
+                                "(the URDF from that topic); joints, limits and home from its URDF; empty: the "
+                                "config's"),
+    "action_space": LaunchArgument("", "task.action_space: joint or cartesian (end-effector position deltas); "
+                                       "empty: the config's", ("", "joint", "cartesian")),
     "run_dir": LaunchArgument("runs/arm", "learner run folder (learner.run_dir; a relative path is under "
                                           "$ROS_HOME, default ~/.ros)"),
 }
@@ -91,7 +91,8 @@ class NodeLaunch:
 # (use_sim_time), so stamps and bags follow simulated time (timers that must tick while the world is held run on
 # steady time).
 SIM_TIME = {"sim.lockstep": ("lockstep", "bool"), "use_sim_time": ("lockstep", "bool")}
-ARM = {"task.robot": ("robot", "str"), "task.action_space": ("action_space", "str")}  # every node knows the arm
+# Every node knows the arm; these two set their parameters only when given ("str?": empty leaves the config's).
+ARM = {"task.robot": ("robot", "str?"), "task.action_space": ("action_space", "str?")}
 NODES: tuple[NodeLaunch, ...] = (
     NodeLaunch("arm", "arm_node", required=True, condition="use_sim", from_arguments={**SIM_TIME, **ARM}),
     NodeLaunch("controller", "controller_node", required=True,
@@ -123,8 +124,10 @@ def resolve_arguments(given: dict[str, str]) -> dict[str, str]:
 
 
 def argument_value(name: str, text: str, kind: str) -> Any:
-    """A launch argument's text as the parameter value launch_ros's typed ParameterValue makes of it."""
-    return {"bool": lambda: parse_bool(name, text), "list[str]": lambda: [text], "str": lambda: text}[kind]()
+    """A launch argument's text as the parameter value launch_ros's typed ParameterValue makes of it (None: an
+    optional one left empty, no parameter)."""
+    return {"bool": lambda: parse_bool(name, text), "list[str]": lambda: [text], "str": lambda: text,
+            "str?": lambda: text or None}[kind]()
 
 
 # What a fleet's controllers reach the learner on (the learner's own namespace, not the arm's).
@@ -162,8 +165,8 @@ def node_launches(given: dict[str, str]) -> list[NodeLaunch]:
 
     def resolved(spec: NodeLaunch, namespace: str, label: str, parameters=None, remappings=()) -> NodeLaunch:
         return dataclasses.replace(spec, namespace=namespace, label=label, remappings=list(remappings), parameters={
-            **spec.parameters, **{parameter: argument_value(argument, args[argument], kind)
-                                  for parameter, (argument, kind) in spec.from_arguments.items()},
+            **spec.parameters, **{parameter: value for parameter, (argument, kind) in spec.from_arguments.items()
+                                  if (value := argument_value(argument, args[argument], kind)) is not None},
             **(parameters or {})})
 
     def wanted(spec: NodeLaunch) -> bool:

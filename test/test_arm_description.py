@@ -121,3 +121,4 @@ def test_launch_arguments_robot_and_action_space_reach_every_node():
         assert n.parameters["task.robot"] == "xarm6" and n.parameters["task.action_space"] == "cartesian"
     with pytest.raises(ValueError, match="action_space"):
         node_launches({"action_space": "polar"})
+    assert all("task.robot" not in n.parameters for n in node_launches({}))  # not given: the config's arm
