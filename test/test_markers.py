@@ -10,6 +10,7 @@ from std_msgs.msg import Float64MultiArray, String
 from visualization_msgs.msg import Marker, MarkerArray
 
 from ros_helpers import spin_until, start_node, stop
+from test_controller_node import set_parameters
 from tdmpc_ros import topics
 from tdmpc_ros.arm_description import urdf_path
 from tdmpc_ros.config import load_config
@@ -83,6 +84,11 @@ def test_markers_show_goal_box_target_and_the_plan_path(tmp_path, ros_domain, rc
         cfg = load_config()
         assert box.scale.x == pytest.approx(cfg.task.workspace_high[0] - cfg.task.workspace_low[0])
         assert all(m.header.frame_id == "lbr_iiwa_link_0" for m in markers.values())
+        # A live action scale faster than a joint may move is refused, as in a config (0.6 x 20 Hz > 10 rad/s).
+        [refused] = set_parameters(arm.node, {"task.action_scale": 0.6})
+        assert not refused.successful and "exceeds joint 'lbr_iiwa_joint_1''s velocity limit 10" in refused.reason
+        [accepted] = set_parameters(arm.node, {"task.action_scale": 0.04})
+        assert accepted.successful
     finally:
         assert stop(proc) == 0
 

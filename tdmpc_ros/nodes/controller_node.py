@@ -25,10 +25,12 @@ throttled per kind of problem, and counted in /diagnostics.
 """
 from __future__ import annotations
 
+import dataclasses
 import gc
 import time
 
 from builtin_interfaces.msg import Duration, Time
+from rcl_interfaces.msg import SetParametersResult
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PointStamped
 from rclpy.clock import Clock, ClockType
@@ -40,6 +42,8 @@ from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from tdmpc_ros import topics
+from tdmpc_ros.arm_description import check_velocity
+from tdmpc_ros.config import ConfigError
 from tdmpc_ros.control.inputs import (JointSample, SensorSample, goal_problem, joint_state_problem,
                                       model_update_problem, progress_problem, sensor_values, shown, stamp_problem)
 from tdmpc_ros.control.loop import PLANNING, ControlLoop, TickResult
@@ -68,6 +72,7 @@ class ControllerNode(Node):
         self.cfg = wait_for_robot_description(self, self.cfg)  # task.robot robot_description: the URDF first
         ccfg = self.cfg.controller
         kinematics = ArmKinematics(self.cfg.task)
+        self.add_on_set_parameters_callback(lambda params: self.check_speed(params, kinematics.description))
         self.goal_frame = self.cfg.task.base_frame or kinematics.base_link
         self.goal_low = [float(v) for v in self.cfg.task.goal_low]
         self.goal_high = [float(v) for v in self.cfg.task.goal_high]
@@ -217,6 +222,16 @@ class ControllerNode(Node):
         self.control.between_ticks(self.loop.restart)
         response.success, response.message = True, f"episode {self.loop.episode_id} ends at the next tick"
         return response
+
+    def check_speed(self, params, arm) -> SetParametersResult:
+        """A live task.action_scale is held to the URDF velocity limits as the config's is (refused, with why)."""
+        for param in params:
+            if param.name == "task.action_scale" and isinstance(param.value, (int, float)):
+                try:
+                    check_velocity(dataclasses.replace(self.cfg.task, action_scale=float(param.value)), arm)
+                except ConfigError as exc:
+                    return SetParametersResult(successful=False, reason=str(exc))
+        return SetParametersResult(successful=True)
 
     def on_parameter(self, name: str, value) -> None:
         """A live parameter the schema's rule accepted: the loop takes it between ticks (and checks it again)."""
