@@ -226,6 +226,8 @@ def resolve_task(task) -> ArmDescription | None:
     if task.robot == ROBOT_DESCRIPTION:
         return None
     urdf = load_urdf(task.robot)
+    if task.robot not in BUNDLED:
+        task.robot = urdf.source  # the absolute path: a node started elsewhere finds the same file
     if not set(task.joint_names) <= set(urdf.joints):
         return None  # names of another arm (a model-only config): loading the arm's kinematics refuses them
     arm = describe(urdf, task.joint_names, task.ee_link, task.robot)

@@ -122,3 +122,10 @@ def test_launch_arguments_robot_and_action_space_reach_every_node():
     with pytest.raises(ValueError, match="action_space"):
         node_launches({"action_space": "polar"})
     assert all("task.robot" not in n.parameters for n in node_launches({}))  # not given: the config's arm
+
+
+def test_a_relative_urdf_path_is_kept_absolute(arm_urdf, monkeypatch):
+    import os
+
+    monkeypatch.chdir(os.path.dirname(arm_urdf))
+    assert TaskConfig(robot="test_arm.urdf").robot == arm_urdf
