@@ -27,6 +27,19 @@ MODEL_PRESETS: dict[str, dict[str, int]] = {
     "19m": dict(enc_dim=1024, mlp_dim=1024, latent_dim=768, num_enc_layers=3, num_q=5),
     "48m": dict(enc_dim=1792, mlp_dim=1792, latent_dim=768, num_enc_layers=4, num_q=5),
     "317m": dict(enc_dim=4096, mlp_dim=4096, latent_dim=1376, num_enc_layers=5, num_q=8),
+    # TD-MPC (v1, Hansen et al. 2022): its own architecture and losses (model/tdmpc1.py); "tdmpc1" has the
+    # paper's sizes (latent 50, enc 256, mlp 512, two Q heads), "tdmpc1-small" the small preset's widths.
+    "tdmpc1-small": dict(enc_dim=128, mlp_dim=128, latent_dim=64, num_enc_layers=2, num_q=2),
+    "tdmpc1": dict(enc_dim=256, mlp_dim=512, latent_dim=50, num_enc_layers=2, num_q=2),
+}
+# TD-MPC v1's settings where they differ from TD-MPC2's; a tdmpc1-* preset applies them to every field still at
+# TD-MPC2's default (section -> field -> value). Planner: horizon 5 and a 5 % policy-prior share; losses: MSE
+# weights c1..c3 and its optimiser (one learning rate, clip 10); no dropout in its Q heads.
+TDMPC1_DEFAULTS: dict[str, dict[str, object]] = {
+    "model": dict(latent="plain", dropout=0.0),
+    "planner": dict(horizon=5, num_pi_trajs=25),
+    "agent": dict(consistency_coef=2.0, reward_coef=0.5, value_coef=0.1, lr=1e-3, enc_lr_scale=1.0,
+                  grad_clip_norm=10.0),
 }
 BUNDLED_ROBOTS = ("kuka_iiwa", "panda", "xarm6")  # URDFs from pybullet_data (arm_description.py)
 OUTPUTS = ("float64_multi_array", "joint_trajectory", "joint_state")
@@ -50,7 +63,14 @@ class ModelConfig(_Section):
     section = "model"
 
     preset: str = checked("small", choices=tuple(MODEL_PRESETS))
-    """Size preset: small, medium, 1m, 5m, 19m, 48m or 317m."""
+    """Size preset: small, medium, 1m, 5m, 19m, 48m or 317m (TD-MPC2); tdmpc1-small or tdmpc1 (TD-MPC v1's
+    architecture and losses, and TDMPC1_DEFAULTS for fields left at TD-MPC2's defaults)."""
+    latent: str = checked("simnorm", choices=("simnorm", "fsq", "plain"))
+    """Latent state: simnorm (TD-MPC2), fsq (DC-MPC's finite scalar quantised codes, dynamics a classifier
+    over them) or plain (no normalisation, TD-MPC v1's; what the tdmpc1 presets use)."""
+    fsq_levels: list[float] = checked([5.0, 3.0], ge=3, le=255, empty_ok=False)
+    """fsq only: quantisation levels L_i of the channels of one latent group (DC-MPC's default b = 2 channels,
+    L = [5, 3]: 15 codes per group); odd integers. latent_dim must be a multiple of their count."""
     obs_dim: int = checked(0, ge=0, le=1_000_000)
     """Observation size; 0 takes it from the task."""
     action_dim: int = checked(0, ge=0, le=64)
@@ -87,14 +107,37 @@ class ModelConfig(_Section):
         for key, value in MODEL_PRESETS[self.preset].items():
             if getattr(self, key) == 0:
                 setattr(self, key, value)
-        require(self.latent_dim % self.simnorm_dim == 0,
-                f"model.latent_dim {self.latent_dim} is not a multiple of model.simnorm_dim {self.simnorm_dim}")
+        if self.tdmpc1:
+            apply_tdmpc1_defaults(self)
+            require(self.latent != "fsq", "model.latent: fsq is not part of TD-MPC v1 (model.preset "
+                                          f"{self.preset}); use a TD-MPC2 preset with it")
+        if self.latent == "simnorm":
+            require(self.latent_dim % self.simnorm_dim == 0,
+                    f"model.latent_dim {self.latent_dim} is not a multiple of model.simnorm_dim {self.simnorm_dim}")
+        if self.latent == "fsq":
+            require(all(v == int(v) and int(v) % 2 == 1 for v in self.fsq_levels),
+                    f"model.fsq_levels {self.fsq_levels}: each level must be an odd integer")
+            require(self.latent_dim % len(self.fsq_levels) == 0, f"model.latent_dim {self.latent_dim} is not a "
+                    f"multiple of the {len(self.fsq_levels)} channels of model.fsq_levels")
         require(self.num_q >= 2, f"model.num_q: {self.num_q} is out of range; allowed: >= 2 (TD targets take "
                                  "the minimum of two heads)")
         require(self.num_enc_layers >= 1, f"model.num_enc_layers: {self.num_enc_layers} is out of range; allowed: >= 1")
         require(self.vmin < self.vmax, f"model.vmin {self.vmin:g} must be below model.vmax {self.vmax:g}")
         require(self.log_std_min < self.log_std_max,
                 f"model.log_std_min {self.log_std_min:g} must be below model.log_std_max {self.log_std_max:g}")
+
+    @property
+    def tdmpc1(self) -> bool:
+        """TD-MPC v1's architecture and losses (a tdmpc1-* preset)."""
+        return self.preset.startswith("tdmpc1")
+
+
+def apply_tdmpc1_defaults(section: _Section) -> None:
+    """TDMPC1_DEFAULTS for `section`'s fields still at their (TD-MPC2) defaults."""
+    defaults = {f.name: f.default for f in dataclasses.fields(section)}
+    for key, value in TDMPC1_DEFAULTS[section.section].items():
+        if getattr(section, key) == defaults[key]:
+            setattr(section, key, value)
 
 
 @dataclass
@@ -175,6 +218,16 @@ class AgentConfig(_Section):
     """Seed for torch, numpy and sampling."""
     device: str = checked("cpu", pattern=DEVICE + "|auto")
     """Training device: cpu, cuda or auto."""
+    decoder_coef: float = checked(0.0, ge=0.0, le=1e4)
+    """Reconstruction auxiliary (Dreamer): weight of a decoder's latent -> observation MSE beside the
+    consistency loss; 0 (TD-MPC2) builds no decoder."""
+    model_rollouts: int = checked(0, ge=0, le=1_000_000)
+    """MBPO-style branched rollouts: latent start states (replayed observations, encoded) rolled out under
+    the policy prior per full update, their model transitions mixed into the Q and policy losses; 0: off."""
+    model_rollout_horizon: int = checked(1, ge=1, le=100)
+    """Steps k of each branched model rollout."""
+    model_rollout_ratio: float = checked(0.5, ge=0.0, le=1.0)
+    """Share of the Q and policy losses taken by model-rollout transitions (the rest: replayed data)."""
     compile: bool = checked(True)
     """torch.compile the training graphs (TD targets; world-model losses and policy terms, forward and
     backward): ~25% faster updates on CPU. The first update of a process compiles (about a minute with a cold
@@ -399,6 +452,9 @@ class Config:
                 self.sim.home = list(describe_task(self.task).home)
             except ConfigError:
                 pass  # joint names of no chain of this URDF (a model-only config): the sim arm refuses them
+        if self.model.tdmpc1:
+            apply_tdmpc1_defaults(self.planner)
+            apply_tdmpc1_defaults(self.agent)
         check_relations(self)
 
     @property

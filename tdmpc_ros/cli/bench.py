@@ -15,6 +15,8 @@ BENCHES: dict[str, tuple[str, str]] = {
     "soak": ("tdmpc_ros.cli.bench_soak", "nodes for M minutes: period, misses, updates/s, RSS growth, data kept"),
     "learn": ("tdmpc_ros.cli.bench_learn", "demos + online MPPI on ArmEnv per seed: env steps to 90% success, curve PNG"),
     "action": ("tdmpc_ros.cli.bench_action", "the action rule per tick: joint vs cartesian (IK) with the workspace box"),
+    "variants": ("tdmpc_ros.cli.bench_variants", "world-model variants (TD-MPC2, FSQ, decoder, MBPO, TD-MPC v1) "
+                 "learning side by side: steps to 90%, wall, plan p50, updates/s, parameters"),
     "weights": ("tdmpc_ros.cli.bench_weights", "model hand-off over DDS: publish to verified bytes, late joiner"),
 }
 

@@ -3,6 +3,10 @@
 Batches are time-major as TD-MPC2's: obs [H+1,B,obs_dim], action [H,B,A], reward [H,B,1] and terminated
 [H,B,1] (1.0 where the episode ended by success at that step). RLPD's critic-to-actor ratio adds value-only
 updates between full ones (`train_step`).
+
+Variants (docs/variants.md): the model's own losses (`WorldModel.consistency`, `regression_loss`: DC-MPC's code
+cross-entropy, TD-MPC v1's MSE heads), Dreamer's reconstruction (`agent.decoder_coef`, model/decoder.py) and
+MBPO's branched model rollouts in the Q and policy updates (`agent.model_rollouts`, learning/model_rollouts.py).
 """
 from __future__ import annotations
 
@@ -13,13 +17,14 @@ import torch.nn.functional as F
 
 from tdmpc_ros.config import AgentConfig, Config
 from tdmpc_ros.model import WorldModel
+from tdmpc_ros.model.decoder import Decoder, reconstruction_loss
 from tdmpc_ros.model.kernels import CompiledOrEager, keep_freed_memory_mapped
-from tdmpc_ros.model.math import soft_ce
+from tdmpc_ros.learning.model_rollouts import ModelData, branched_rollouts, model_value_loss
 
 Batch = dict[str, torch.Tensor]
 BATCH_KEYS = ("obs", "action", "reward", "terminated")
-LOSS_KEYS = ("consistency_loss", "reward_loss", "value_loss", "termination_loss", "pi_loss", "total_loss",
-             "grad_norm", "pi_scale")
+LOSS_KEYS = ("consistency_loss", "reward_loss", "value_loss", "termination_loss", "decoder_loss",
+             "model_value_loss", "pi_loss", "total_loss", "grad_norm", "pi_scale")
 
 
 class RunningScale:
@@ -52,45 +57,58 @@ def rho_weights(rho: float, steps: int, device: torch.device) -> torch.Tensor:
     return rho ** torch.arange(steps, device=device, dtype=torch.float32)
 
 
-def rollout(model: WorldModel, obs0: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-    """Latents [H+1, B, latent]: the encoded first observation, then the dynamics under the actions."""
+def rollout(model: WorldModel, obs0: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Latents [H+1, B, latent]: the encoded first observation, then the dynamics under the actions; and the
+    dynamics head's outputs [H, B, .] (the predicted latents, or fsq's code logits) for the consistency loss."""
     z = model.encode(obs0)
-    zs = [z]
+    zs, outs = [z], []
     for a in action.unbind(0):
-        z = model.next(z, a)
+        out = model.dynamics(z, a)
+        z = model.sample_next(out)
         zs.append(z)
-    return torch.stack(zs)
+        outs.append(out)
+    return torch.stack(zs), torch.stack(outs)
 
 
 def value_loss(model: WorldModel, zs: torch.Tensor, action: torch.Tensor, td: torch.Tensor,
                rho: torch.Tensor) -> torch.Tensor:
-    """Soft-CE of every head against the TD target, rho-weighted over steps, averaged over heads."""
-    qs = model.Q(zs, action, "all")  # [num_q, H, B, bins]
-    per_step = soft_ce(qs, td, model.bins).mean(dim=(2, 3)).sum(0)  # [H]
+    """Every head's regression loss against the TD target, rho-weighted over steps, averaged over heads."""
+    qs = model.Q(zs, action, "all")  # [num_q, H, B, bins or 1]
+    per_step = model.regression_loss(qs, td).mean(dim=(2, 3)).sum(0)  # [H]
     return (per_step * rho).sum() / (len(rho) * qs.shape[0])
 
 
 def world_model_losses(model: WorldModel, cfg: AgentConfig, obs: torch.Tensor, action: torch.Tensor,
-                       reward: torch.Tensor, terminated: torch.Tensor, next_z: torch.Tensor, td: torch.Tensor):
+                       reward: torch.Tensor, terminated: torch.Tensor, next_z: torch.Tensor, td: torch.Tensor,
+                       decoder: Decoder | None = None, model_data: ModelData | None = None):
     """World-model losses on one batch, given its TD targets -> (total, [consistency, reward, value,
-    termination], latents). A function of the model, so one compiled graph (forward and backward) serves
-    every agent of the same shapes."""
+    termination, decoder, model value], latents). A function of the model, so one compiled graph (forward and
+    backward) serves every agent of the same shapes."""
     horizon = action.shape[0]
     rho = rho_weights(cfg.rho, horizon, obs.device)
     # Latent rollout
-    zs = rollout(model, obs[0], action)
+    zs, outs = rollout(model, obs[0], action)
     # Compute losses: consistency against the encoded next observations, then the heads' predictions
-    consistency = ((zs[1:] - next_z).pow(2).mean(dim=(1, 2)) * rho).sum() / horizon
-    reward_loss = (soft_ce(model.reward(zs[:-1], action), reward, model.bins).mean(dim=(1, 2)) * rho).sum() / horizon
+    consistency = (model.consistency(outs, next_z).mean(1) * rho).sum() / horizon
+    reward_loss = (model.regression_loss(model.reward(zs[:-1], action), reward).mean(dim=(1, 2)) * rho).sum() / horizon
     values = value_loss(model, zs[:-1], action, td, rho)
     if model._termination is not None:
         termination_loss = F.binary_cross_entropy_with_logits(model.termination(zs[1:], unnormalized=True),
                                                               terminated)
     else:
         termination_loss = zs.new_zeros(())
-    total = (cfg.consistency_coef * consistency + cfg.reward_coef * reward_loss + cfg.value_coef * values
-             + cfg.termination_coef * termination_loss)
-    return total, torch.stack([consistency, reward_loss, values, termination_loss]), zs
+    # Dreamer's reconstruction of every observation from the rollout's latents
+    decoded = (reconstruction_loss(decoder, zs, obs, rho_weights(cfg.rho, horizon + 1, obs.device))
+               if decoder is not None else zs.new_zeros(()))
+    # MBPO: the Q heads also fit the model's branched transitions, at model_rollout_ratio of the value loss
+    if model_data is not None:
+        model_values = model_value_loss(model, model_data)
+        value_term = (1.0 - cfg.model_rollout_ratio) * values + cfg.model_rollout_ratio * model_values
+    else:
+        model_values, value_term = zs.new_zeros(()), values
+    total = (cfg.consistency_coef * consistency + cfg.reward_coef * reward_loss + cfg.value_coef * value_term
+             + cfg.termination_coef * termination_loss + cfg.decoder_coef * decoded)
+    return total, torch.stack([consistency, reward_loss, values, termination_loss, decoded, model_values]), zs
 
 
 def policy_terms(model: WorldModel, zs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,9 +129,11 @@ class Agent:
         self.discount = torch.tensor(cfg.discount, device=self.device)  # a tensor: compiled code takes any value
         self.model = WorldModel(cfg.model).to(self.device).eval()
         a, m = cfg.agent, self.model
+        self.decoder = Decoder(cfg.model).to(self.device) if a.decoder_coef > 0 else None
         critic = [{"params": m._encoder.parameters(), "lr": a.lr * a.enc_lr_scale},
                   {"params": list(m._dynamics.parameters()) + list(m._reward.parameters())
-                   + (list(m._termination.parameters()) if m._termination is not None else [])},
+                   + (list(m._termination.parameters()) if m._termination is not None else [])
+                   + (list(self.decoder.parameters()) if self.decoder is not None else [])},
                   {"params": m._qs.parameters()}]
         self.optim = torch.optim.Adam(critic, lr=a.lr, fused=True)
         self.pi_optim = torch.optim.Adam(m._pi.parameters(), lr=a.lr, eps=1e-5, fused=True)
@@ -157,31 +177,39 @@ class Agent:
         a, model = self.cfg.agent, self.model
         obs, action, reward, terminated = self._unpack(batch)
         model.train()
-        # Compute targets
+        # Compute targets (and MBPO's branched model rollouts from the encoded replayed observations)
         next_z, td = self._targets(obs, reward, terminated)
+        model_data = (branched_rollouts(model, next_z, a.model_rollouts, a.model_rollout_horizon, self.discount)
+                      if a.model_rollouts else None)
         # Latent rollout and losses, then update the world model and the critic
-        total, parts, zs = self._world_model_losses(model, a, obs, action, reward, terminated, next_z, td)
+        total, parts, zs = self._world_model_losses(model, a, obs, action, reward, terminated, next_z, td,
+                                                    self.decoder, model_data)
         total.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self._critic_params, a.grad_clip_norm, foreach=True)
         self.optim.step()
         self.optim.zero_grad(set_to_none=True)
 
         # Update the policy, then the target Q ensemble
-        pi_loss = self._update_pi(zs.detach())
+        pi_loss = self._update_pi(zs.detach(), model_data.z if model_data is not None else None)
         model.soft_update_target_Q(a.tau)
         model.eval()
         self.updates += 1
         values = torch.cat([parts.detach(), torch.stack([pi_loss, total.detach(), grad_norm, self.scale.value[0]])])
         return dict(zip(LOSS_KEYS, values.cpu().tolist()))
 
-    def _update_pi(self, zs: torch.Tensor) -> torch.Tensor:
-        """Maximise the scaled Q of the policy's actions plus an entropy bonus, through a frozen ensemble."""
+    def _update_pi(self, zs: torch.Tensor, model_zs: torch.Tensor | None = None) -> torch.Tensor:
+        """Maximise the scaled Q of the policy's actions plus an entropy bonus, through a frozen ensemble; with
+        MBPO's model latents `model_zs` [k, M, latent] those take model_rollout_ratio of the loss."""
         a, model = self.cfg.agent, self.model
         model.track_q_grad(False)
         q, scaled_entropy = self._policy_terms(model, zs)
         self.scale.update(q[0])
         q = q / self.scale.value
         pi_loss = (-(a.entropy_coef * scaled_entropy + q).mean(dim=(1, 2)) * self._rho(len(zs))).mean()
+        if model_zs is not None:
+            model_q, model_entropy = self._policy_terms(model, model_zs)
+            model_pi_loss = -(a.entropy_coef * model_entropy + model_q / self.scale.value).mean()
+            pi_loss = (1.0 - a.model_rollout_ratio) * pi_loss + a.model_rollout_ratio * model_pi_loss
         pi_loss.backward()
         torch.nn.utils.clip_grad_norm_(self._pi_params, a.grad_clip_norm, foreach=True)
         self.pi_optim.step()
@@ -198,7 +226,7 @@ class Agent:
         obs, action, reward, terminated = self._unpack(batch)
         _, td = self._targets(obs, reward, terminated)
         with torch.no_grad():
-            zs = rollout(model, obs[0], action[:-1])
+            zs, _ = rollout(model, obs[0], action[:-1])
         model.train()
         values = value_loss(model, zs, action, td, self._rho(action.shape[0]))
         (a.value_coef * values).backward()
@@ -217,15 +245,24 @@ class Agent:
 
     # -- state ---------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "optim": self.optim.state_dict(),
-                "pi_optim": self.pi_optim.state_dict(), "scale": self.scale.value.detach().cpu().clone(),
-                "updates": self.updates}
+        state = {"model": self.model.state_dict(), "optim": self.optim.state_dict(),
+                 "pi_optim": self.pi_optim.state_dict(), "scale": self.scale.value.detach().cpu().clone(),
+                 "updates": self.updates}
+        if self.decoder is not None:
+            state["decoder"] = self.decoder.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         missing = [k for k in ("model", "optim", "pi_optim", "scale", "updates") if k not in state]
         if missing:
             raise KeyError(f"agent state is missing {missing}")
+        if ("decoder" in state) != (self.decoder is not None):
+            raise ValueError(f"agent.decoder_coef: the state {'has' if 'decoder' in state else 'has no'} decoder, "
+                             f"this agent (agent.decoder_coef {self.cfg.agent.decoder_coef:g}) "
+                             f"{'has' if self.decoder is not None else 'has none'}")
         self.model.load_state_dict(state["model"])
+        if self.decoder is not None:
+            self.decoder.load_state_dict(state["decoder"])
         self.optim.load_state_dict(state["optim"])
         self.pi_optim.load_state_dict(state["pi_optim"])
         self.scale.value.copy_(state["scale"])

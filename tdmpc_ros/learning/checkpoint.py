@@ -53,7 +53,7 @@ import torch
 
 from tdmpc_ros.arm_description import arm_identity
 from tdmpc_ros.config import (MODEL_PRESETS, Config, ControllerConfig, ModelConfig, TaskConfig, config_from_dict,
-                              config_to_dict)
+                              config_to_dict, AgentConfig)
 from tdmpc_ros.errors import InputError
 from tdmpc_ros.learning.agent import Agent
 from tdmpc_ros.model.world_model import WorldModel
@@ -426,12 +426,16 @@ def check_arm(ckpt: Checkpoint, task: TaskConfig) -> None:
             f"{task.action_space} actions)")
 
 
-def check_model_config(ckpt: Checkpoint, model: ModelConfig) -> None:
-    """Raise CheckpointError unless the checkpoint's network is the one `model` describes."""
+def check_model_config(ckpt: Checkpoint, model: ModelConfig, agent: AgentConfig | None = None) -> None:
+    """Raise CheckpointError unless the checkpoint's network is the one `model` describes (a variant's switch,
+    e.g. model.latent or model.preset, is named like any other field); with `agent`, also unless the agent's
+    own networks match (agent.decoder_coef: a decoder or none)."""
     stored, wanted = dataclasses.asdict(ckpt.config.model), dataclasses.asdict(model)
-    diff = {k: (stored[k], wanted[k]) for k in wanted if stored.get(k) != wanted[k]}
+    diff = {f"model.{k}": (stored[k], wanted[k]) for k in wanted if stored.get(k) != wanted[k]}
+    if agent is not None and (ckpt.config.agent.decoder_coef > 0) != (agent.decoder_coef > 0):
+        diff["agent.decoder_coef"] = (ckpt.config.agent.decoder_coef, agent.decoder_coef)
     if diff:
-        details = ", ".join(f"model.{k}: checkpoint {a!r} vs expected {b!r}" for k, (a, b) in diff.items())
+        details = ", ".join(f"{k}: checkpoint {a!r} vs expected {b!r}" for k, (a, b) in diff.items())
         raise CheckpointError(f"{ckpt.path}: config mismatch: {details}")
 
 

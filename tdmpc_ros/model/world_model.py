@@ -18,6 +18,14 @@ it is made:
    distribution, with every random number an input of the plan call (torch and ONNX agree on it).
 5. Q ensemble as stacked weights with batched matmuls (model/layers.py `QEnsemble`) instead of torch.vmap
    over modules: the same heads and parameter counts, exportable, and a subset of heads can run alone.
+
+Variants, one config switch each (docs/variants.md), behind the same verbs so training, both planner backends,
+checkpoints and nodes take them unchanged:
+- `model.latent: fsq` (model/fsq.py, DC-MPC): quantised codes; `dynamics` gives logits over the next code,
+  `next` their expected code (planning), `sample_next` a straight-through Gumbel-softmax sample (training);
+- `model.latent: plain`: no normalisation of the latent (TD-MPC v1's);
+- `model.preset: tdmpc1-*` (model/tdmpc1.py): v1's ELU MLPs, scalar reward and value heads with MSE, two Q heads;
+- `agent.decoder_coef` (model/decoder.py) lives in the agent, not here.
 """
 from __future__ import annotations
 
@@ -28,7 +36,9 @@ import torch.nn as nn
 
 from tdmpc_ros.config import ModelConfig
 from tdmpc_ros.model import math
+from tdmpc_ros.model.fsq import FSQ
 from tdmpc_ros.model.layers import QEnsemble, SimNorm, count_parameters, init_weights, mlp
+from tdmpc_ros.model.tdmpc1 import elu_mlp
 
 
 class WorldModel(nn.Module):
@@ -38,13 +48,24 @@ class WorldModel(nn.Module):
             raise ValueError(f"model.obs_dim and model.action_dim must be set (got {cfg.obs_dim}, {cfg.action_dim})")
         self.cfg = cfg
         latent, act, hidden = cfg.latent_dim, cfg.action_dim, 2 * [cfg.mlp_dim]
-        self._encoder = mlp(cfg.obs_dim, max(cfg.num_enc_layers - 1, 1) * [cfg.enc_dim], latent,
-                            act=SimNorm(cfg.simnorm_dim))
-        self._dynamics = mlp(latent + act, hidden, latent, act=SimNorm(cfg.simnorm_dim))
-        self._reward = mlp(latent + act, hidden, cfg.num_bins)
+        enc_hidden = max(cfg.num_enc_layers - 1, 1) * [cfg.enc_dim]
+        # Reward and value: two-hot logits over num_bins (TD-MPC2) or one scalar (TD-MPC v1).
+        self.two_hot = not cfg.tdmpc1
+        value_out = cfg.num_bins if self.two_hot else 1
+        self._fsq = FSQ(cfg.fsq_levels) if cfg.latent == "fsq" else None
+        if cfg.tdmpc1:
+            self._encoder = elu_mlp(cfg.obs_dim, enc_hidden, latent)
+            self._dynamics = elu_mlp(latent + act, hidden, latent)
+            self._reward = elu_mlp(latent + act, hidden, 1)
+        else:
+            norm = SimNorm(cfg.simnorm_dim) if cfg.latent == "simnorm" else None
+            self._encoder = mlp(cfg.obs_dim, enc_hidden, latent, act=norm)
+            dynamics_out = latent // self._fsq.channels * self._fsq.num_codes if self._fsq else latent
+            self._dynamics = mlp(latent + act, hidden, dynamics_out, act=norm)
+            self._reward = mlp(latent + act, hidden, value_out)
         self._termination = mlp(latent, hidden, 1) if cfg.episodic else None
         self._pi = mlp(latent, hidden, 2 * act)
-        self._qs = QEnsemble(cfg.num_q, latent + act, hidden, cfg.num_bins, dropout=cfg.dropout)
+        self._qs = QEnsemble(cfg.num_q, latent + act, hidden, value_out, dropout=cfg.dropout)
         self.apply(init_weights)
         with torch.no_grad():  # zero-init outputs so rewards and values start at 0 (as TD-MPC2)
             self._reward[-1].weight.zero_()
@@ -60,14 +81,42 @@ class WorldModel(nn.Module):
 
     # -- The verbs -------------------------------------------------------------------------------------------
     def encode(self, obs: torch.Tensor) -> torch.Tensor:
-        return self._encoder(obs)
+        z = self._encoder(obs)
+        return self._fsq(z) if self._fsq is not None else z
 
-    def next(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    def dynamics(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """The dynamics head's output: the next latent, or (fsq) logits [..., groups * codes] over the next code."""
         return self._dynamics(torch.cat([z, a], dim=-1))
 
+    def next(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """The next latent for planning: deterministic (fsq: the probability-weighted expected code)."""
+        out = self.dynamics(z, a)
+        return self._fsq.expected_code(out) if self._fsq is not None else out
+
+    def sample_next(self, out: torch.Tensor) -> torch.Tensor:
+        """The next latent for multi-step training from `dynamics`' output (fsq: a straight-through Gumbel-softmax
+        sample of the code)."""
+        return self._fsq.sample_code(out) if self._fsq is not None else out
+
+    def consistency(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Per-sample latent consistency [...] of `dynamics`' output against the encoded next observation:
+        MSE over the latent (TD-MPC2, v1), or (fsq) cross-entropy of the code logits against its code."""
+        if self._fsq is not None:
+            return self._fsq.cross_entropy(out, target)
+        return (out - target).pow(2).mean(-1)
+
     def reward(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        """Reward logits [..., num_bins] (two_hot_inv gives the scalar)."""
+        """Reward head output: logits [..., num_bins] (two-hot) or [..., 1]; `scalar` gives the reward."""
         return self._reward(torch.cat([z, a], dim=-1))
+
+    def scalar(self, out: torch.Tensor) -> torch.Tensor:
+        """A reward or value head's output -> the scalar [..., 1] it predicts."""
+        return math.two_hot_inv(out, self.bins) if self.two_hot else out
+
+    def regression_loss(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Reward/value loss [..., 1] of a head's output against scalar targets [..., 1]: soft cross-entropy
+        against the two-hot target (TD-MPC2) or the squared error (TD-MPC v1)."""
+        return math.soft_ce(out, target, self.bins) if self.two_hot else (out - target).pow(2)
 
     def termination(self, z: torch.Tensor, unnormalized: bool = False) -> torch.Tensor:
         """Probability (or logit) that the step into z ended the episode, [..., 1]; zeros if not episodic."""
@@ -95,7 +144,7 @@ class WorldModel(nn.Module):
           heads: torch.Tensor | None = None) -> torch.Tensor:
         """State-action value.
 
-        "all": logits [num_q (or len(heads)), ..., num_bins]. "min"/"avg": min or mean of two heads' scalar
+        "all": head outputs [num_q (or len(heads)), ..., num_bins or 1]. "min"/"avg": min or mean of two heads' scalar
         values [..., 1]; the heads are `heads` (a LongTensor of 2 indices) or drawn at random.
         """
         if return_type not in ("min", "avg", "all"):
@@ -106,7 +155,7 @@ class WorldModel(nn.Module):
             return net(x, heads)
         if heads is None:
             heads = torch.randperm(self.cfg.num_q, device=z.device)[:2]
-        q = math.two_hot_inv(net(x, heads), self.bins)
+        q = self.scalar(net(x, heads))
         return q.min(0).values if return_type == "min" else q.mean(0)
 
     # -- Target network ------------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ import torch
 from torch import nn
 
 from tdmpc_ros.config import PlannerConfig
-from tdmpc_ros.model.math import two_hot_inv
 
 
 @dataclass(frozen=True)
@@ -105,7 +104,7 @@ def trajectory_value(model: nn.Module, spec: PlanSpec, z: torch.Tensor, actions:
     alive = torch.ones_like(ret)
     discount = 1.0
     for t in range(spec.horizon):
-        reward = two_hot_inv(model.reward(z, actions[t]), model.bins)
+        reward = model.scalar(model.reward(z, actions[t]))
         z = model.next(z, actions[t])
         ret = ret + discount * alive * reward
         discount *= spec.discount
