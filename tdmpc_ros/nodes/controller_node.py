@@ -1,9 +1,10 @@
 """Controller node: MPPI at a fixed rate, delta-position targets to the arm's PD controller.
 
 Subscribes  joint_states (JointState), goal (PointStamped), the task's sensors (task.name's `sensors`, e.g.
-            push: object_pose, PoseStamped; stale or bad ones are a state fault, as joint states are), model_weights (tdmpc_ros/ModelWeights: the learner's
-            checkpoints as bytes, with learner.weights_transport dds) or model_updates (tdmpc_ros/ModelUpdate: a
-            path on this machine, with file), learner_progress (tdmpc_ros/LearnerProgress; lockstep only)
+            push: object_pose, PoseStamped; stale or bad ones are a state fault, as joint states are),
+            model_weights (tdmpc_ros/ModelWeights: the learner's checkpoints as bytes, with
+            learner.weights_transport dds) or model_updates (tdmpc_ros/ModelUpdate: a path on this machine, with
+            file), learner_progress (tdmpc_ros/LearnerProgress; lockstep only)
 Publishes   the joint command (Float64MultiArray | JointTrajectory | JointState, from `controller.output`),
             transitions (tdmpc_ros/Transition), planner_status (tdmpc_ros/PlannerStatus), /diagnostics
 Services    ~/enable (SetBool), ~/reset (Trigger: end the episode now; the next starts as after any episode)

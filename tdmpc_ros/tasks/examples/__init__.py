@@ -1,1 +1,2 @@
-"""Example user tasks (docs/tasks.md): loaded by dotted name, e.g. task.name: tdmpc_ros.tasks.examples.hover:HoverTask."""
+"""Example user tasks (docs/tasks.md), loaded by dotted name:
+task.name: tdmpc_ros.tasks.examples.hover:HoverTask."""
