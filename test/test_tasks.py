@@ -58,6 +58,24 @@ def test_sparse_reward_is_0_within_the_goal_and_minus_1_otherwise_for_reach_and_
 
 
 @pytest.mark.unit
+def test_sparse_episodes_from_the_sim_pay_0_only_on_the_held_steps_within_the_goal():
+    """The episode steps every consumer shares (sim env here; controller and raw rebuild alike) with sparse
+    reward: a successful expert episode ends on success_hold_steps zeros, every step before them within the goal
+    or not, pays 0 only when within."""
+    from tdmpc_ros.sim.env import ArmEnv
+    from tdmpc_ros.sim.expert import expert_episodes
+
+    cfg = load_config(None, {"task": {"reward": "sparse"}})
+    env = ArmEnv(cfg)
+    episode = next(expert_episodes(env, 1, noise=0.0, seed=2))
+    env.close()
+    hold = cfg.task.success_hold_steps
+    assert episode.success and set(episode.rewards.tolist()) == {-1.0, 0.0}
+    np.testing.assert_array_equal(episode.rewards[-hold:], 0.0)
+    assert episode.rewards[0] == -1.0  # starts outside the goal
+
+
+@pytest.mark.unit
 def test_push_observation_holds_the_arm_the_cube_and_their_differences():
     task = make_task(PUSH.task)
     q, qd = np.linspace(-1, 1, 7), np.full(7, 2.0)
