@@ -77,24 +77,23 @@ class CubeScene:
     per episode (domain randomisation: sim.object_mass_range, sim.object_friction_range, task.object_start_*)."""
 
     def __init__(self, client: int, task, sim: SimConfig, rng: np.random.Generator):
-        self.client, self.task, self.sim, self.rng = client, task, sim, rng
+        self.client, self.task, self.sim = client, task, sim
         half = task.object_size / 2
         table = p.createCollisionShape(p.GEOM_BOX, halfExtents=TABLE_HALF, physicsClientId=client)
         self.table = p.createMultiBody(0.0, table, basePosition=[*TABLE_CENTRE, TABLE_TOP - TABLE_HALF[2]],
                                        physicsClientId=client)
+        p.changeDynamics(self.table, -1, lateralFriction=1.0, physicsClientId=client)
         cube = p.createCollisionShape(p.GEOM_BOX, halfExtents=[half] * 3, physicsClientId=client)
         self.cube = p.createMultiBody(float(sim.object_mass_range[0]), cube, basePosition=[0.5, 0.0, half],
                                       physicsClientId=client)
         self.mass = float(sim.object_mass_range[0])
 
     def reset(self, rng: np.random.Generator) -> None:
-        self.rng = rng
         xy = rng.uniform(self.task.object_start_low, self.task.object_start_high)
         yaw = rng.uniform(-math.pi, math.pi)
         self.mass = float(rng.uniform(*self.sim.object_mass_range))
         friction = float(rng.uniform(*self.sim.object_friction_range))
         p.changeDynamics(self.cube, -1, mass=self.mass, lateralFriction=friction, physicsClientId=self.client)
-        p.changeDynamics(self.table, -1, lateralFriction=1.0, physicsClientId=self.client)
         p.resetBasePositionAndOrientation(self.cube, [*xy, TABLE_TOP + self.task.object_size / 2],
                                           p.getQuaternionFromEuler([0.0, 0.0, yaw]), physicsClientId=self.client)
         p.resetBaseVelocity(self.cube, [0.0] * 3, [0.0] * 3, physicsClientId=self.client)
