@@ -230,11 +230,18 @@ finite = st.floats(-1e6, 1e6)
 anything = st.one_of(finite, st.just(np.nan), st.just(np.inf), st.just(-np.inf), st.floats(-1e300, 1e300))
 
 
-@settings(max_examples=2000, deadline=None)
-@given(actions=st.lists(st.lists(anything, min_size=7, max_size=7), min_size=1, max_size=6),
-       positions=st.lists(st.lists(anything, min_size=7, max_size=7), min_size=1, max_size=6),
-       noise=st.sampled_from([0.0, 0.3]))
+any_inputs = given(actions=st.lists(st.lists(anything, min_size=7, max_size=7), min_size=1, max_size=6),
+                   positions=st.lists(st.lists(anything, min_size=7, max_size=7), min_size=1, max_size=6),
+                   noise=st.sampled_from([0.0, 0.3]))
+
+
+@settings(max_examples=300, deadline=None)  # test_safety_thorough.py draws 5000 in the slow tier
+@any_inputs
 def test_safety_property_any_input_keeps_targets_in_limits_and_steps(actions, positions, noise):
+    check_targets_in_limits_and_steps(actions, positions, noise)
+
+
+def check_targets_in_limits_and_steps(actions, positions, noise) -> None:
     loop = make_loop(ScriptedPlanner(actions), exploration_noise=noise)
     sent = None
     for q in positions:
