@@ -426,6 +426,12 @@ class LearnerConfig(_Section):
     another machine needs nothing of this one's filesystem) or file (only the path, one machine)."""
     weights_chunk_bytes: int = checked(4 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
     """Largest piece of a model in one model_weights message (bigger models go in several)."""
+    arms: list[str] = checked([], pattern=ROS_NAME)
+    """A fleet: the namespaces of the arms whose `<arm>/transitions` the learner takes (relative to its own
+    namespace, e.g. [arm0, arm1]), each arm's episodes kept apart; empty: its own `transitions` (one arm)."""
+    discover_arms: bool = checked(False)
+    """Also take every `<ns>/transitions` (tdmpc_ros/msg/Transition) that appears on the graph, checked each
+    second: arms started later, or on other machines, without listing them."""
 
 
 @dataclass
