@@ -1,7 +1,8 @@
 """A fleet over real DDS (#16): `tdmpc-ros launch arm arms:=2 lockstep:=true`, two sim arms with a controller each
 feeding one learner. Both arms' transitions land in the learner's bags and replay with their episode ids apart
 (each controller numbers its episodes from 0), each lockstep arm keeps a clock of its own, and the learner's
-backlog, which both controllers pace by, is every arm's steps.
+backlog, which both controllers pace by, is every arm's steps. The same split over two launches, as on two machines
+(`learn:=false` and `role:=learner`), finds each other.
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 from test_end_to_end import write_config, write_demos
 from tdmpc_ros.cli.harness import LaunchedGraph
+from tdmpc_ros.cli.launch import Launcher
 from tdmpc_ros.config import load_config
 from tdmpc_ros.data.bags import read_episodes
 
@@ -61,3 +63,34 @@ def test_two_lockstep_arms_feed_one_learner_with_their_episodes_apart(tmp_path):
     # the same ids on both arms, apart: (arm, id) names an episode
     shared = {e.episode_id for e in by_arm["arm0"]} & {e.episode_id for e in by_arm["arm1"]}
     assert shared >= set(range(EPISODES))
+
+
+def test_arms_and_learner_launched_apart_find_each_other(tmp_path):
+    """Two machines' launches, here two launchers on one domain: `arms:=2 learn:=false` (the robot PC) and
+    `arms:=2 role:=learner` (the workstation). The controllers get the learner's models over DDS and the learner
+    both arms' episodes."""
+    write_config(tmp_path / "arm.yaml")
+    write_demos(tmp_path / "demos")
+    common = {"config": str(tmp_path / "arm.yaml"), "lockstep": "true", "arms": ",".join(ARMS)}
+    learner_only = {**common, "role": "learner", "demos": str(tmp_path / "demos"), "run_dir": str(tmp_path / "run")}
+    with LaunchedGraph(learner_only, overrides={"agent.compile": False}, log_path=tmp_path / "learner.log",
+                       observer_name="fleet_probe") as graph:
+        learner = graph.observer.learner_values()
+        graph.start()  # the domain is exported while inside: the robot PC's launch below joins it
+        with open(tmp_path / "arms.log", "w") as log:
+            robot_pc = Launcher({**common, "learn": "false"}, out=log)
+            robot_pc.start()
+            try:
+                assert list(robot_pc.procs) == ["arm0/arm", "arm0/controller", "arm1/arm", "arm1/controller"]
+                assert graph.spin_until(lambda: all(int(learner.get(f"{arm}/replay_episodes", 0)) >= 1
+                                                    for arm in ARMS) or robot_pc.exited_required(), 400), \
+                    graph.log_tail()
+                assert robot_pc.exited_required() is None, (tmp_path / "arms.log").read_text()[-3000:]
+            finally:
+                arm_codes = robot_pc.shutdown(timeout=60)
+        assert set(graph.shutdown(timeout=60).values()) == {0}
+    assert set(arm_codes.values()) == {0}, arm_codes
+    lines = (tmp_path / "arms.log").read_text().splitlines()
+    for arm in ARMS:  # each controller took the learner's model over DDS before its episodes
+        assert any(line.startswith(f"[{arm}/controller]") and "verified and ready (model_weights" in line
+                   for line in lines)
