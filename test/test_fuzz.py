@@ -75,18 +75,17 @@ def test_adversarial_joint_states_never_crash_or_jump(controller):
         arm.mode = "silent"
         for _ in range(12):
             arm.state_pub.publish(adversarial_state(arm, kind))
-            arm.spin_for(0.01)
+            spin_until(arm.node, lambda: False, 0.01)  # paces this publisher at 100 Hz
         arm.mode = "good"
-        arm.spin_for(0.1)
+        spin_until(arm.node, lambda: False, 0.1)
     for kind in RNG.choice(kinds, 120):  # then interleaved with the arm's good 100 Hz states
         arm.state_pub.publish(adversarial_state(arm, str(kind)))
-        arm.spin_for(0.02)
+        spin_until(arm.node, lambda: False, 0.02)
     flood_start = time.monotonic()
     while time.monotonic() - flood_start < 1.0:  # 1 kHz flood of good and bad states
         arm.state_pub.publish(adversarial_state(arm, str(RNG.choice(["good", "nan", "good", "old_stamp"]))))
         spin_until(arm.node, lambda: False, 0.001)
-    arm.spin_for(2.0)
-
+    arm.wait_for(arm.status, 1, timeout=10)  # a status from after the flood
     assert spin_until(arm.node, lambda: arm.last_status().mode != "hold" and not arm.last_status().fault, 10)
     targets = np.array([c for _, c in arm.commands[proc_commands:]])
     assert len(targets) > 100
@@ -207,7 +206,7 @@ def test_controller_rejects_every_bad_model_file(controller, tmp_path):  # noqa:
         assert spin_until(arm.node, lambda: f"rejected model v{version}" in log.read_text(), 30), name
         line = next(line for line in log.read_text().splitlines() if f"rejected model v{version}" in line)
         assert name in line, line  # the log names the file
-    arm.spin_for(1.5)
+    arm.wait_for(arm.status, 1, timeout=10)  # a status from after the last rejection
     status = arm.last_status()
     assert status.model_version == 1 and status.mode != "hold" and not marker.exists()
 
