@@ -77,6 +77,8 @@ def plot(path: Path, results, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from tdmpc_ros.learning.metrics import save_figure
+
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5.4), sharex=True)
     for result in results:
         steps = [r.env_steps for r in result.episodes]
@@ -94,10 +96,7 @@ def plot(path: Path, results, title: str) -> None:
     for ax in (top, bottom):
         ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def run(args: argparse.Namespace) -> int:

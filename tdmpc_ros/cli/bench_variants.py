@@ -112,6 +112,8 @@ def plot(path: Path, rows: list[dict], title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from tdmpc_ros.learning.metrics import save_figure
+
     fig, ax = plt.subplots(figsize=(7, 4))
     for i, row in enumerate(rows):
         color = f"C{i}"
@@ -126,10 +128,7 @@ def plot(path: Path, rows: list[dict], title: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def combine(args: argparse.Namespace) -> int:

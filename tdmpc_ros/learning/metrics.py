@@ -110,9 +110,16 @@ def plot_learning_curve(csv_path, out_png, x: str = "step", ys: list[str] | None
     axes[-1, 0].set_xlabel(xlabel or x)
     if title:
         fig.suptitle(title)
+    return save_figure(fig, out_png)
+
+
+def save_figure(fig, path) -> Path:
+    """Lay out, write (making the folder) and close a matplotlib figure: every plot of the package, one look."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=110)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
-    return out_png
+    return path
