@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from tdmpc_ros.cli.launch import param_text
+from tdmpc_ros.cli.launch import STOP_TIMEOUT_S, param_text
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "config" / "arm.yaml"
@@ -29,7 +29,7 @@ def start_node(name: str, params: dict | None = None, log_path: Path | None = No
                             start_new_session=True)
 
 
-def stop(proc: subprocess.Popen, sig=signal.SIGINT, timeout: float = 10.0) -> int:
+def stop(proc: subprocess.Popen, sig=signal.SIGINT, timeout: float = STOP_TIMEOUT_S) -> int:
     """Signal a node process and wait; SIGKILL if it does not exit in time."""
     if proc.poll() is None:
         proc.send_signal(sig)
@@ -89,5 +89,5 @@ class LaunchCommand:
         """The launcher exits when a required node does."""
         return "launch" if self.procs["launch"].poll() is not None else None
 
-    def shutdown(self, timeout: float = 10.0) -> dict[str, int]:
+    def shutdown(self, timeout: float = STOP_TIMEOUT_S) -> dict[str, int]:
         return {name: stop(proc, timeout=timeout) for name, proc in self.procs.items()}

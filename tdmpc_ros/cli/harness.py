@@ -25,7 +25,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 
 from tdmpc_ros import topics
-from tdmpc_ros.cli.launch import Launcher
+from tdmpc_ros.cli.launch import STOP_TIMEOUT_S, Launcher
 from tdmpc_ros.msg import ModelUpdate, PlannerStatus, Transition
 from tdmpc_ros.nodes import qos
 
@@ -210,7 +210,7 @@ class LaunchedGraph:
             raise TimeoutError(f"controller not controlling{' with a model' if with_model else ''} after "
                                f"{timeout:.0f} s; launch log ends:\n{self.log_tail()}")
 
-    def shutdown(self, timeout: float = 10.0) -> dict[str, int]:
+    def shutdown(self, timeout: float = STOP_TIMEOUT_S) -> dict[str, int]:
         """Stop the nodes (SIGINT, SIGKILL after `timeout`), once; returns their exit codes."""
         if self.exit_codes is None:
             self.exit_codes = self.launcher.shutdown(timeout=timeout)

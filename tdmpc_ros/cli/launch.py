@@ -22,6 +22,10 @@ from tdmpc_ros.config import default_config_path
 from tdmpc_ros.errors import InputError
 from tdmpc_ros.launch_spec import LAUNCH_ARGUMENTS, PACKAGE, NodeLaunch, node_launches
 
+# A node's SIGINT shutdown may take this long before SIGKILL: the learner finishes an update in flight (up to
+# 30 s on a loaded machine) and writes its final checkpoint. A clean stop takes a second or two.
+STOP_TIMEOUT_S = 45.0
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("launch_file", choices=["arm"], help="which launch description (arm.launch.py)")
@@ -120,7 +124,7 @@ class Launcher:
                 return spec.label
         return None
 
-    def shutdown(self, timeout: float = 10.0) -> dict[str, int]:
+    def shutdown(self, timeout: float = STOP_TIMEOUT_S) -> dict[str, int]:
         """SIGINT every running node, then SIGKILL what is left after `timeout`; returns exit codes."""
         for proc in self.procs.values():
             if proc.poll() is None:
