@@ -37,6 +37,7 @@ from tdmpc_ros.tasks import make_task
 RESET_TIMEOUT_S = 5.0
 WAIT, READY, GIVE_UP = "wait", "ready", "give up"  # the states of a reset's outcome
 
+
 @dataclass
 class Transition:
     episode_id: int
