@@ -67,8 +67,8 @@ def test_decode_reads_ros_serialisation_exactly():
     big_endian = bytes(typestore().serialize_cdr(bag_message(msg), TRANSITION, little_endian=False))
     msg.header.frame_id = "arm_3"  # alignment after a string of any length
     for raw in (data, big_endian, cdr(msg)):
-        episode_id, step, got = decode_transition(raw, OBS, ACT, MAX_STEPS)
-        assert (episode_id, step, got.terminated, got.truncated) == (2**64 - 1, 7, True, False)
+        got = decode_transition(raw, OBS, ACT, MAX_STEPS)
+        assert (got.episode_id, got.step, got.terminated, got.truncated) == (2**64 - 1, 7, True, False)
         assert np.array_equal(got.observation, np.float32(msg.observation))
         assert np.array_equal(got.action, np.float32(msg.action))
         assert np.array_equal(got.next_observation, np.float32(msg.next_observation))

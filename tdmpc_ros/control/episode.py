@@ -32,22 +32,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from tdmpc_ros.config import TaskConfig
+from tdmpc_ros.data.episode import Transition
 from tdmpc_ros.tasks import make_task
 
 RESET_TIMEOUT_S = 5.0
 WAIT, READY, GIVE_UP = "wait", "ready", "give up"  # the states of a reset's outcome
-
-
-@dataclass
-class Transition:
-    episode_id: int
-    step: int
-    observation: np.ndarray
-    action: np.ndarray
-    reward: float
-    next_observation: np.ndarray
-    terminated: bool
-    truncated: bool
 
 
 class EpisodeTracker:

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tdmpc_ros.config import Config, ConfigError
-from tdmpc_ros.control.episode import GIVE_UP, WAIT, EpisodeSteps, ResetHandshake, Transition
+from tdmpc_ros.control.episode import GIVE_UP, WAIT, EpisodeSteps, ResetHandshake
+from tdmpc_ros.data.episode import Transition
 from tdmpc_ros.control.inputs import FaultLatch, JointSample, SensorSample, read_joints, read_sensed
 from tdmpc_ros.control.priority import normal_priority
 from tdmpc_ros.control.stats import LatencyWindow

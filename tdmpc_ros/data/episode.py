@@ -7,6 +7,22 @@ import numpy as np
 
 
 @dataclass
+class Transition:
+    """One control step as the controller closed it (and a Transition message or bag record carries it)."""
+
+    episode_id: int
+    step: int
+    observation: np.ndarray
+    action: np.ndarray
+    reward: float
+    next_observation: np.ndarray
+    terminated: bool
+    truncated: bool
+    stamp_ns: int = 0
+    """Header stamp (ns) of the step, 0 where unknown."""
+
+
+@dataclass
 class Episode:
     """T control steps: T+1 observations, T actions and rewards."""
 

@@ -20,7 +20,8 @@ import math
 import numpy as np
 
 from tdmpc_ros.config import TaskConfig
-from tdmpc_ros.control.episode import EpisodeSteps, Transition
+from tdmpc_ros.control.episode import EpisodeSteps
+from tdmpc_ros.data.episode import Transition
 from tdmpc_ros.control.inputs import JointSample, SensorSample, read_joints, read_sensed, sensor_values
 from tdmpc_ros.data.episode import Episode
 from tdmpc_ros.tasks import make_task

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tdmpc_ros.config import Config
-from tdmpc_ros.data.episode import Episode
+from tdmpc_ros.data.episode import Episode, Transition
 from tdmpc_ros.data.typestore import TRANSITION, typestore
 
 
@@ -67,17 +67,6 @@ def episode_messages(episode: Episode, stamps_ns: np.ndarray) -> Iterator[object
                               episode.terminated and t == last, truncated and t == last)
 
 
-@dataclass
-class _Step:
-    observation: np.ndarray
-    action: np.ndarray
-    reward: float
-    next_observation: np.ndarray
-    terminated: bool
-    truncated: bool
-    stamp_ns: int
-
-
 class BagEpisodeAssembler:
     """Builds Episodes from Transition messages fed one at a time (from a bag or a live topic).
 
@@ -91,7 +80,7 @@ class BagEpisodeAssembler:
         self.action_dim = cfg.model.action_dim
         self.source = source
         self.arm = arm
-        self._open: dict[int, dict[int, _Step]] = {}
+        self._open: dict[int, dict[int, Transition]] = {}
         self._duplicates: dict[int, int] = {}  # episode_id -> first step index seen twice
         self._errors: list[tuple[int, str]] = []
 
@@ -104,9 +93,10 @@ class BagEpisodeAssembler:
         steps = self._open.setdefault(episode_id, {})
         if step in steps:
             self._duplicates.setdefault(episode_id, step)
-        steps[step] = _Step(np.asarray(msg.observation, np.float32), np.asarray(msg.action, np.float32),
-                            float(msg.reward), np.asarray(msg.next_observation, np.float32),
-                            bool(msg.terminated), bool(msg.truncated), stamp_ns(msg))
+        steps[step] = Transition(episode_id, step, np.asarray(msg.observation, np.float32),
+                                 np.asarray(msg.action, np.float32), float(msg.reward),
+                                 np.asarray(msg.next_observation, np.float32), bool(msg.terminated),
+                                 bool(msg.truncated), stamp_ns(msg))
         if msg.terminated or msg.truncated:
             done += self._finish(episode_id, cut_short=False)
         return done
@@ -139,7 +129,7 @@ class BagEpisodeAssembler:
             self._errors.append((episode_id, str(exc)))
             return []
 
-    def _build(self, episode_id: int, steps: dict[int, _Step], cut_short: bool) -> Episode:
+    def _build(self, episode_id: int, steps: dict[int, Transition], cut_short: bool) -> Episode:
         order = sorted(steps)
         if order[0] != 0:
             raise EpisodeError(f"gap in step indices: starts at step {order[0]}, not 0")
@@ -162,7 +152,7 @@ class BagEpisodeAssembler:
         return episode
 
 
-def _episode(episode_id: int, seq: list[_Step], cut_short: bool, source: str, arm: str) -> Episode:
+def _episode(episode_id: int, seq: list[Transition], cut_short: bool, source: str, arm: str) -> Episode:
     """The Episode of consecutive steps; `cut_short`: the data ended before its final step."""
     return Episode(episode_id, np.stack([s.observation for s in seq] + [seq[-1].next_observation]),
                    np.stack([s.action for s in seq]), np.array([s.reward for s in seq], np.float32),
@@ -222,8 +212,8 @@ def transition_cdr_bytes(obs_dim: int, action_dim: int) -> int:
     return 4 + 28 + 12 + 4 + 2 + 4 * (2 * obs_dim + action_dim)
 
 
-def decode_transition(data: bytes, obs_dim: int, action_dim: int, max_steps: int) -> tuple[int, int, _Step]:
-    """(episode_id, step, contents) of one CDR-serialised Transition, as a raw subscription receives it and a
+def decode_transition(data: bytes, obs_dim: int, action_dim: int, max_steps: int) -> Transition:
+    """One CDR-serialised Transition message, as a raw subscription receives it and a
     bag stores it. Every array's length is checked against the config before any value is read, then the step
     against `max_steps` and the values for NaN/inf; TransitionError says what is wrong."""
     endian = _CDR_ENDIAN.get(bytes(data[:2]))
@@ -247,8 +237,8 @@ def decode_transition(data: bytes, obs_dim: int, action_dim: int, max_steps: int
                 raise TransitionError("NaN/inf", f"NaN/inf in {name}")
     except TransitionError as exc:
         raise TransitionError(exc.kind, f"episode {episode_id} step {step}: {exc}") from None
-    return episode_id, step, _Step(observation, action, float(reward), next_observation, terminated, truncated,
-                                   stamp_ns)
+    return Transition(episode_id, step, observation, action, float(reward), next_observation, terminated, truncated,
+                      stamp_ns)
 
 
 @dataclass
@@ -261,7 +251,7 @@ class _Stream:
     """Whether a message of it was accepted yet."""
     episode_id: int = 0
     first_step: int = 0
-    steps: list[_Step] = field(default_factory=list)
+    steps: list[Transition] = field(default_factory=list)
     """Steps first_step.. of the open episode, stored in the bag; empty when none is open."""
     last_seen: float = 0.0
     """When it last sent anything."""
@@ -332,11 +322,12 @@ class LiveIntake:
                 done += self._close(stream, cut_short=True)
             stream.last_seq = max(seq, stream.last_seq or 0)
         try:
-            episode_id, step, contents = decode_transition(data, self.obs_dim, self.action_dim, self.max_steps)
+            contents = decode_transition(data, self.obs_dim, self.action_dim, self.max_steps)
         except TransitionError as exc:
             self.rejected += 1
             self._problem(f"rejected ({exc.kind})", 1, str(exc))
             return done
+        episode_id, step = contents.episode_id, contents.step
         why = "its earlier steps were not stored"
         expected = stream.first_step + len(stream.steps)
         if stream.steps and (episode_id != stream.episode_id or step != expected):
