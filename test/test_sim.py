@@ -1,4 +1,4 @@
-"""The PyBullet arm, kinematics, ReachEnv and the scripted expert, run for real (no ROS)."""
+"""The PyBullet arm, kinematics, ArmEnv and the scripted expert, run for real (no ROS)."""
 from __future__ import annotations
 
 import dataclasses
