@@ -53,6 +53,14 @@ def spin_until(node, predicate, timeout: float, executor=None) -> bool:
     return predicate()
 
 
+def next_items(node, items: list, count: int, skip: int = 0, timeout: float = 30.0) -> list:
+    """Spin until `count` more items (after skipping `skip`) are appended to `items` by the node's callbacks, and
+    return them; fails the test, saying how many came, if they do not."""
+    first = len(items) + skip
+    assert spin_until(node, lambda: len(items) >= first + count, timeout), f"{len(items) - first} of {count} came"
+    return items[first:first + count]
+
+
 def _executor_for(node):
     from rclpy.executors import SingleThreadedExecutor
 

@@ -18,7 +18,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import SetBool
 
-from ros_helpers import CONFIG, spin_until, start_node, stop
+from ros_helpers import CONFIG, next_items, spin_until, start_node, stop
 from tdmpc_ros import topics
 from tdmpc_ros.cli.launch import Launcher
 from tdmpc_ros.config import Config, load_config
@@ -53,6 +53,7 @@ class FakeArm:
         self.status: list[PlannerStatus] = []
         self.transitions: list[Transition] = []
         self.states_since_command = 0  # joint states published since the last command came in
+        self.states_sent = 0  # by this arm's own 100 Hz timer
         self.node.create_subscription(Float64MultiArray, topics.COMMAND_TOPICS["float64_multi_array"],
                                       self.on_command, qos.STATE)
         self.node.create_subscription(PlannerStatus, topics.PLANNER_STATUS, self.status.append, 10)
@@ -84,13 +85,12 @@ class FakeArm:
         msg.header.stamp = self.node.get_clock().now().to_msg()
         self.state_pub.publish(msg)
         self.states_since_command += 1
+        self.states_sent += 1
 
     def wait_for(self, items: list, count: int, timeout: float = 30.0) -> list:
         """The next `count` items appended to `items` (commands, transitions), skipping `SETTLE` first: a change
         made between ticks shows from the tick after it."""
-        first = len(items) + SETTLE
-        assert spin_until(self.node, lambda: len(items) >= first + count, timeout), f"only {len(items) - first}"
-        return items[first:first + count]
+        return next_items(self.node, items, count, SETTLE, timeout)
 
     def unanswered(self, states: int = 50, timeout: float = 30.0) -> bool:
         """True once `states` joint states in a row have gone without a command."""
