@@ -83,15 +83,19 @@ class SensorSample:
     """Header stamp (ns): in lockstep it must be the joint state's (the arm publishes both at each step)."""
 
 
+POSE, POINT = "geometry_msgs/msg/PoseStamped", "geometry_msgs/msg/PointStamped"
+SENSOR_TYPES = (POSE, POINT)  # the message types a task sensor may have
+
+
 def sensor_values(msg_type: str, msg) -> np.ndarray | str:
     """A sensor message's values (PoseStamped: x y z qx qy qz qw; PointStamped: x y z), or why not usable."""
-    if msg_type == "geometry_msgs/msg/PoseStamped":
+    if msg_type == POSE:
         position, orientation = msg.pose.position, msg.pose.orientation
         values = np.array([position.x, position.y, position.z, orientation.x, orientation.y, orientation.z,
                            orientation.w], np.float64)
         if np.isfinite(values).all() and abs(np.linalg.norm(values[3:]) - 1.0) > 1e-3:
             return f"orientation is not a unit quaternion: {values[3:].round(4).tolist()}"
-    elif msg_type == "geometry_msgs/msg/PointStamped":
+    elif msg_type == POINT:
         values = np.array([msg.point.x, msg.point.y, msg.point.z], np.float64)
     else:
         return f"unsupported sensor message type {msg_type}"

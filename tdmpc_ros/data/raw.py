@@ -21,17 +21,15 @@ import numpy as np
 
 from tdmpc_ros.config import TaskConfig
 from tdmpc_ros.control.episode import EpisodeSteps
-from tdmpc_ros.data.episode import Transition
-from tdmpc_ros.control.inputs import JointSample, SensorSample, read_joints, read_sensed, sensor_values
-from tdmpc_ros.data.episode import Episode
+from tdmpc_ros.control.inputs import POINT, SENSOR_TYPES, JointSample, SensorSample, read_joints, read_sensed, sensor_values
+from tdmpc_ros.data.episode import Episode, Transition
+from tdmpc_ros.data.transitions import episode_of
 from tdmpc_ros.tasks import make_task
 from tdmpc_ros.topics import COMMAND_TOPICS, GOAL, JOINT_STATES
 
 JOINT_STATE = "sensor_msgs/msg/JointState"
 FLOAT_ARRAY = "std_msgs/msg/Float64MultiArray"
 TRAJECTORY = "trajectory_msgs/msg/JointTrajectory"
-POINT = "geometry_msgs/msg/PointStamped"
-SENSOR_TYPES = ("geometry_msgs/msg/PoseStamped", POINT)  # what a task sensor may be (control/inputs.py reads them)
 ROLES = {"joints": f"/{JOINT_STATES} ({JOINT_STATE})",
          "command": f"a command topic ({FLOAT_ARRAY} on /{COMMAND_TOPICS['float64_multi_array']}, {TRAJECTORY}, "
                     f"or {JOINT_STATE} on /{COMMAND_TOPICS['joint_state']})",
@@ -62,6 +60,7 @@ class RawRecording:
         self.goals: list[tuple[int, np.ndarray]] = []
         self.sensors = make_task(task).sensors
         self.sensed: dict[str, list[tuple[int, SensorSample]]] = {s.name: [] for s in self.sensors}
+        self.sensor_of_name = {s.topic.rsplit("/", 1)[-1]: s for s in self.sensors}  # a topic's last name part
 
     @staticmethod
     def missing_roles(present: set) -> str:
@@ -74,12 +73,10 @@ class RawRecording:
         elif role == "goal":
             self.goals.append((stamp_ns, np.array([msg.point.x, msg.point.y, msg.point.z], np.float64)))
         elif role == "sensor":
-            name = topic.rstrip("/").rsplit("/", 1)[-1]
-            stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-            for sensor in self.sensors:
-                if sensor.topic.rsplit("/", 1)[-1] == name:
-                    sample = SensorSample(sensor_values(sensor.msg_type, msg), stamp_ns * 1e-9, stamp)
-                    self.sensed[sensor.name].append((stamp_ns, sample))
+            sensor = self.sensor_of_name.get(topic.rstrip("/").rsplit("/", 1)[-1])
+            if sensor is not None:
+                self.sensed[sensor.name].append((stamp_ns, SensorSample(sensor_values(sensor.msg_type, msg),
+                                                                        stamp_ns * 1e-9)))
         else:
             self.commands.setdefault(topic, []).append((stamp_ns, self._targets(msg)))
 
@@ -146,7 +143,9 @@ class RawRecording:
 
         def close(cut_short: bool) -> None:
             if transitions:
-                episodes.append(_episode(transitions, stamps, cut_short, source))
+                for transition, stamp in zip(transitions, stamps):
+                    transition.stamp_ns = stamp
+                episodes.append(episode_of(transitions, cut_short, source))
             transitions.clear()
             stamps.clear()
             steps.begin()
@@ -182,7 +181,6 @@ class RawRecording:
             reason = "fewer than two commands: no complete step"
         return episodes, reason
 
-
     def _sensed_at(self, stamp: int) -> dict[str, np.ndarray] | str:
         """The newest message of each task sensor at or before log time `stamp`, or why there is none usable."""
         newest = {}
@@ -192,10 +190,3 @@ class RawRecording:
                 newest[name] = samples[at][1]
         return read_sensed(self.sensors, newest, 0.0, math.inf)
 
-
-def _episode(transitions: list[Transition], stamps: list[int], cut_short: bool, source: str) -> Episode:
-    last = transitions[-1]
-    return Episode(last.episode_id, np.stack([t.observation for t in transitions] + [last.next_observation]),
-                   np.stack([t.action for t in transitions]), np.array([t.reward for t in transitions], np.float32),
-                   terminated=last.terminated, truncated=last.truncated or cut_short,
-                   stamps_ns=np.array(stamps[:len(transitions)], np.int64), source=source)

@@ -143,7 +143,7 @@ class BagEpisodeAssembler:
             sizes = sorted({len(getattr(s, name)) for s in seq} - {size})
             if sizes:
                 raise EpisodeError(f"{name} has {sizes[0]} values but the config's {setting} is {size}")
-        episode = _episode(episode_id, seq, cut_short, self.source, self.arm)
+        episode = episode_of(seq, cut_short, self.source, self.arm)
         for name, values in (("observation", episode.observations), ("action", episode.actions),
                              ("reward", episode.rewards)):
             if not np.isfinite(values).all():
@@ -152,9 +152,9 @@ class BagEpisodeAssembler:
         return episode
 
 
-def _episode(episode_id: int, seq: list[Transition], cut_short: bool, source: str, arm: str) -> Episode:
+def episode_of(seq: list[Transition], cut_short: bool, source: str, arm: str = "") -> Episode:
     """The Episode of consecutive steps; `cut_short`: the data ended before its final step."""
-    return Episode(episode_id, np.stack([s.observation for s in seq] + [seq[-1].next_observation]),
+    return Episode(seq[-1].episode_id, np.stack([s.observation for s in seq] + [seq[-1].next_observation]),
                    np.stack([s.action for s in seq]), np.array([s.reward for s in seq], np.float32),
                    terminated=seq[-1].terminated, truncated=seq[-1].truncated or cut_short,
                    stamps_ns=np.array([s.stamp_ns for s in seq], np.int64), source=source, arm=arm)
@@ -379,4 +379,4 @@ class LiveIntake:
 
     def _close(self, stream: _Stream, cut_short: bool) -> list[Episode]:
         steps, stream.steps = stream.steps, []
-        return [_episode(stream.episode_id, steps, cut_short, self.source, stream.arm)] if steps else []
+        return [episode_of(steps, cut_short, self.source, stream.arm)] if steps else []

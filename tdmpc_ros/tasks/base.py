@@ -36,7 +36,7 @@ class Sensor:
     topic: str
     """Relative ROS topic (a launch namespace applies)."""
     msg_type: str
-    """ROS message type, e.g. geometry_msgs/msg/PoseStamped (control/inputs.py's SENSOR_TYPES reads it)."""
+    """ROS message type, e.g. geometry_msgs/msg/PoseStamped (one of control/inputs.py's SENSOR_TYPES)."""
 
 
 class Scene(Protocol):
