@@ -122,11 +122,6 @@ class ArmBags:
                                                          topic=arm_topic(arm), **self.options)
         writer.write_cdr(data, log_time_ns, episode_end)
 
-    @property
-    def count(self) -> int:
-        """Transitions written (every arm, all bags)."""
-        return sum(w.count for w in self.writers.values())
-
     def flush(self) -> None:
         for writer in self.writers.values():
             writer.flush()

@@ -101,7 +101,7 @@ class Learner:
         self.last_losses: dict[str, float] = {}
         self.recent_success: deque[bool] = deque(maxlen=20)
         self.episodes_seen = 0
-        self.steps_by_arm: Counter[str] = Counter()  # online env steps counted per arm (the backlog: their sum)
+        self.steps_by_arm: Counter[str] = Counter()  # online env steps counted per arm (their sum: this learner's env steps)
         self._rate = deque(maxlen=50)  # (time, updates) samples for updates/s
         self._resume()
 

@@ -33,9 +33,9 @@ def branched_rollouts(model: WorldModel, replayed_z: torch.Tensor, count: int, h
     z = flat[torch.randint(len(flat), (count,), device=flat.device)]
     alive = torch.ones(count, 1, device=flat.device)
     zs, actions, tds, alives = [], [], [], []
+    action, _ = model.pi(z)
     for _ in range(horizon):
         # Act with the policy prior; the model predicts the reward, the next latent and whether it ended there
-        action, _ = model.pi(z)
         reward = model.scalar(model.reward(z, action))
         next_z = model.next(z, action)
         terminated = model.termination(next_z)
@@ -43,7 +43,7 @@ def branched_rollouts(model: WorldModel, replayed_z: torch.Tensor, count: int, h
         td = reward + discount * (1.0 - terminated) * model.Q(next_z, next_action, "min", target=True)
         zs.append(z), actions.append(action), tds.append(td), alives.append(alive)
         alive = alive * (1.0 - terminated)
-        z = next_z
+        z, action = next_z, next_action  # the TD target's action is the next step's
     return ModelData(torch.stack(zs), torch.stack(actions), torch.stack(tds), torch.stack(alives))
 
 

@@ -30,9 +30,7 @@ class FSQ(nn.Module):
 
     def __init__(self, levels: list[float]):
         super().__init__()
-        levels = [int(v) for v in levels]
-        if any(v < 3 or v % 2 == 0 for v in levels):
-            raise ValueError(f"model.fsq_levels {levels}: each level must be an odd integer >= 3")
+        levels = [int(v) for v in levels]  # odd integers >= 3: ModelConfig checks model.fsq_levels
         self.levels = levels
         self.channels = len(levels)
         half = torch.tensor([v // 2 for v in levels], dtype=torch.float32)
