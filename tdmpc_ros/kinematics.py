@@ -91,8 +91,6 @@ def load_arm(client: int, task: TaskConfig) -> LoadedArm:
         links[ji[12].decode()] = j
         if ji[2] != p.JOINT_FIXED:
             movable.append(j)
-    if arm.ee_link not in links:  # the URDF's root: PyBullet's base, not a link it can move
-        raise ConfigError(f"task.ee_link: {arm.ee_link!r} is the root of {arm.urdf.source}; name a link below it")
     return LoadedArm(arm, client, body, [joints[name] for name in arm.joint_names], links[arm.ee_link],
                      lower=np.array(arm.lower), upper=np.array(arm.upper), max_effort=np.array(arm.effort),
                      max_velocity=np.array(arm.velocity), base_link=arm.base_link, movable=movable)

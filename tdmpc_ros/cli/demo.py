@@ -78,11 +78,10 @@ def run(args: argparse.Namespace) -> int:
     from tdmpc_ros.cli.harness import LaunchedGraph, RequiredNodeExited
     from tdmpc_ros.learning.metrics import plot_learning_curve
 
-    from tdmpc_ros.config import default_config_path
+    from tdmpc_ros.tasks.base import task_config_path
 
-    task = getattr(args, "task", None)
-    bundled = default_config_path().with_name(f"{task}.yaml") if task else None
-    config = args.config or (str(bundled) if bundled is not None and bundled.exists() else "")
+    task = args.task
+    config = task_config_path(task, args.config or None) or ""
     overrides = {"task.name": task} if task else None
     demos_dir = Path(args.demos or (f"demos_{task.replace(':', '_').replace('.', '_')}" if task else "demos"))
     if not has_bags(demos_dir):

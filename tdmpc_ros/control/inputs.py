@@ -166,13 +166,20 @@ def joint_state_problem(msg) -> str | None:
     return stamp_problem(msg.header.stamp)
 
 
+def header_problem(header, frame: str) -> str | None:
+    """Why a stamped message in the base `frame` (a goal, a task sensor's) is unusable by its header."""
+    if problem := stamp_problem(header.stamp):
+        return problem
+    if header.frame_id != frame:
+        return f"wrong frame: {shown(header.frame_id)} is not the base frame {frame!r}"
+    return None
+
+
 def goal_problem(msg, frame: str, low, high) -> str | None:
     """Why a goal (PointStamped) must not start an episode: finite, inside the task's goal box `low`..`high`
     (what the model learned to reach), in the base `frame`, stamped sanely."""
-    if problem := stamp_problem(msg.header.stamp):
+    if problem := header_problem(msg.header, frame):
         return problem
-    if msg.header.frame_id != frame:
-        return f"wrong frame: {shown(msg.header.frame_id)} is not the base frame {frame!r}"
     xyz = [msg.point.x, msg.point.y, msg.point.z]
     if not all(math.isfinite(v) for v in xyz):
         return f"non-finite coordinates: {xyz}"

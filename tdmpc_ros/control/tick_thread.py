@@ -117,12 +117,10 @@ class TickThread:
         self._wake = threading.Condition()
         self._sample: JointSample | None = None
         self._sensed: dict[str, SensorSample] = {}  # the newest message of each task sensor
-        # Lockstep: messages per sensor handed over, at the last take and at the last new state ticked on. The arm
-        # sends one of each with every state, and a reset's state has the stamp of the step before it: a state is
-        # complete once every sensor's count moved past the one its predecessor used.
-        self._sensed_count: dict[str, int] = {}
-        self._taken_count: dict[str, int] = {}
-        self._used_count: dict[str, int] = {}
+        # Lockstep: the sensor messages the last new state ticked on used. The arm sends one of each with every
+        # state, and a reset's state has the stamp of the step before it: a state is complete once every sensor
+        # has handed over a message (a new object) since its predecessor's.
+        self._used_sensed: dict[str, SensorSample] = {}
         self._seq = self._ticked_seq = 0  # samples handed over / the one last ticked on
         self._changes: list[Callable[[], None]] = []
         self._offered_model = None
@@ -141,7 +139,6 @@ class TickThread:
     def put_sensed(self, name: str, sample: SensorSample) -> None:
         with self._wake:
             self._sensed[name] = sample
-            self._sensed_count[name] = self._sensed_count.get(name, 0) + 1
             self._notify()
 
     def between_ticks(self, change: Callable[[], None]) -> None:
@@ -210,7 +207,7 @@ class TickThread:
             return
         self._ticked_seq = seq
         if new_state:
-            self._used_count = self._taken_count
+            self._used_sensed = sensed
         sent_at = self._tick(sample, self.pacer.state_clock(received, now), None, sensed)
         if sent_at is not None:
             self.pacer.commanded(sent_at)
@@ -218,7 +215,7 @@ class TickThread:
     def sensors_behind(self, sample: JointSample, sensed: dict[str, SensorSample]) -> bool:
         """Lockstep: a sensor of the task has not sent its message of this joint state yet."""
         return any(s.name not in sensed or sensed[s.name].stamp_ns < sample.stamp_ns
-                   or self._taken_count.get(s.name, 0) == self._used_count.get(s.name, 0)
+                   or sensed[s.name] is self._used_sensed.get(s.name)
                    for s in self.loop.episode.task.sensors)
 
     def _take(self) -> tuple[JointSample | None, int, dict[str, SensorSample]]:
@@ -227,7 +224,6 @@ class TickThread:
         with self._wake:
             changes, self._changes = self._changes, []
             sample, seq, sensed = self._sample, self._seq, dict(self._sensed)
-            self._taken_count = dict(self._sensed_count)
             self._seen_events = self._events
             if self._offered_model is not None:
                 self._pending_model, self._offered_model = self._offered_model, None

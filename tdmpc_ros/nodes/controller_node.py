@@ -45,11 +45,12 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from tdmpc_ros import topics
 from tdmpc_ros.arm_description import check_velocity
 from tdmpc_ros.config import ConfigError
-from tdmpc_ros.control.inputs import (JointSample, SensorSample, goal_problem, joint_state_problem,
-                                      model_update_problem, progress_problem, sensor_values, shown, stamp_problem)
+from tdmpc_ros.control.inputs import (JointSample, SensorSample, goal_problem, header_problem, joint_state_problem,
+                                      model_update_problem, progress_problem, sensor_values, shown)
 from tdmpc_ros.control.loop import PLANNING, ControlLoop, TickResult
 from tdmpc_ros.control.models import ModelLoader
 from tdmpc_ros.control.tick_thread import TickThread
+from tdmpc_ros.data.transitions import stamp_ns
 from tdmpc_ros.kinematics import ArmKinematics
 from tdmpc_ros.learning.weights import WeightsAssembler
 from tdmpc_ros.msg import LearnerProgress, ModelUpdate, ModelWeights, PlannerStatus, Transition
@@ -143,20 +144,15 @@ class ControllerNode(Node):
         if problem := joint_state_problem(msg):
             self.reject(topics.JOINT_STATES, "joint state", problem, "the last one stands (and goes stale)")
             return
-        stamp = msg.header.stamp
         self.control.put_sample(JointSample(list(msg.name), list(msg.position), list(msg.velocity),
-                                            time.monotonic(), stamp.sec * 1_000_000_000 + stamp.nanosec))
+                                            time.monotonic(), stamp_ns(msg)))
 
     def on_sensor(self, sensor, msg) -> None:
-        problem = stamp_problem(msg.header.stamp) or (
-            msg.header.frame_id != self.goal_frame and f"wrong frame: {shown(msg.header.frame_id)} is not the base "
-                                                       f"frame {self.goal_frame!r}")
-        if problem:
+        if problem := header_problem(msg.header, self.goal_frame):
             self.reject(sensor.topic, sensor.name, problem, "the last one stands (and goes stale)")
             return
-        stamp = msg.header.stamp
         self.control.put_sensed(sensor.name, SensorSample(sensor_values(sensor.msg_type, msg), time.monotonic(),
-                                                          stamp.sec * 1_000_000_000 + stamp.nanosec))
+                                                          stamp_ns(msg)))
 
     def on_goal(self, msg: PointStamped) -> None:
         if problem := goal_problem(msg, self.goal_frame, self.goal_low, self.goal_high):
@@ -346,6 +342,8 @@ class ControllerNode(Node):
             self.loader.close()
         if hasattr(self, "loop"):
             self.loop.close()
+        if getattr(self, "markers", None) is not None:
+            self.markers.close()
         super().destroy_node()
 
 

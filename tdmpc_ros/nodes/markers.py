@@ -4,7 +4,8 @@ Markers, in the arm's base frame: the goal (green sphere), the workspace box (tr
 joint target's end effector (blue sphere) and the end-effector path of the plan's mean action sequence (a line
 strip of horizon + 1 points: the path starts at the current target's end effector and takes each planned step
 through the action rule, as the controller would). Built on a timer of the executor at controller.markers_hz
-with a kinematics client of their own, off the control tick: they cost the tick nothing.
+with a kinematics client of their own, off the control tick: they cost the tick nothing; and only while someone
+subscribes (the kinematics client is made for the first one).
 """
 from __future__ import annotations
 
@@ -22,22 +23,24 @@ GOAL, BOX, TARGET, PATH = range(4)  # marker ids in namespace "tdmpc_ros"
 
 class PlanMarkers:
     def __init__(self, node, cfg: Config, loop, frame: str):
-        self.node, self.loop, self.frame = node, loop, frame
-        self.kinematics = ArmKinematics(cfg.task)  # its own PyBullet client: never the tick thread's
-        self.rule = ActionRule(cfg.task, self.kinematics.safe_lower, self.kinematics.safe_upper,
-                               self.kinematics.fk, self.kinematics.ik)
-        self.box = (np.asarray(cfg.task.workspace_low), np.asarray(cfg.task.workspace_high))
+        self.node, self.loop, self.frame, self.task = node, loop, frame, cfg.task
+        self.kinematics: ArmKinematics | None = None
+        self.rule: ActionRule | None = None
         self.publisher = node.create_publisher(MarkerArray, "~/markers", 1)
         node.create_timer(1.0 / cfg.controller.markers_hz, self.publish, clock=Clock(clock_type=ClockType.STEADY_TIME))
 
     def publish(self) -> None:
-        self.publisher.publish(self.build())
+        if self.publisher.get_subscription_count():
+            self.publisher.publish(self.build())
 
     def build(self) -> MarkerArray:
         """The markers for the loop's state now: goal and target once known, the path once there is a plan."""
-        loop = self.loop
-        markers = [self._marker(BOX, Marker.CUBE, (self.box[0] + self.box[1]) / 2, self.box[1] - self.box[0],
-                                (0.5, 0.5, 0.5, 0.15))]
+        if self.kinematics is None:
+            self.kinematics = ArmKinematics(self.task)  # its own PyBullet client: never the tick thread's
+            self.rule = ActionRule(self.task, self.kinematics.safe_lower, self.kinematics.safe_upper,
+                                   self.kinematics.fk, self.kinematics.ik)
+        loop, low, high = self.loop, self.rule.box_low, self.rule.box_high
+        markers = [self._marker(BOX, Marker.CUBE, (low + high) / 2, high - low, (0.5, 0.5, 0.5, 0.15))]
         goal, target = loop.episode.goal, loop.held_target
         if goal is not None:
             markers.append(self._marker(GOAL, Marker.SPHERE, goal, [2 * loop.cfg.task.success_radius] * 3,
@@ -64,4 +67,5 @@ class PlanMarkers:
         return marker
 
     def close(self) -> None:
-        self.kinematics.close()
+        if self.kinematics is not None:
+            self.kinematics.close()

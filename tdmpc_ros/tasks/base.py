@@ -131,11 +131,17 @@ def make_task(cfg: TaskConfig) -> Task:
     return task_class(cfg.name)(cfg)
 
 
-def task_config(task: str | None = None, path: str | None = None, overrides: dict | None = None) -> Config:
-    """The config for `task` (a CLI's --task): `path` if given, with task.name set to `task`; else the bundled
-    config/<task>.yaml where there is one (push), else config/arm.yaml with task.name set."""
+def task_config_path(task: str | None = None, path: str | None = None) -> str | None:
+    """The parameter file for `task` (a CLI's --task): `path` if given, else the bundled config/<task>.yaml
+    where there is one (push), else None (config/arm.yaml, task.name set by the caller)."""
     if path is None and task is not None and (bundled := default_config_path().with_name(f"{task}.yaml")).exists():
-        path = str(bundled)
+        return str(bundled)
+    return path
+
+
+def task_config(task: str | None = None, path: str | None = None, overrides: dict | None = None) -> Config:
+    """The config for `task`: task_config_path's file, with task.name set to `task`."""
+    path = task_config_path(task, path)
     overrides = dict(overrides or {})
     if task is not None:
         overrides["task"] = {**overrides.get("task", {}), "name": task}
