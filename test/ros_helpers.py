@@ -29,6 +29,19 @@ def start_node(name: str, params: dict | None = None, log_path: Path | None = No
                             start_new_session=True)
 
 
+CHEAP_PLANNER = {"planner.compile": False, "planner.num_samples": 64, "planner.num_pi_trajs": 8,
+                 "planner.num_elites": 8, "planner.iterations": 2}  # a node's planner, cheap enough for tests
+
+
+def untrained_checkpoint(path, cfg) -> str:
+    """An untrained agent of `cfg` saved as a checkpoint at `path`; returns the path (a node parameter)."""
+    from tdmpc_ros.learning.agent import Agent
+    from tdmpc_ros.learning.checkpoint import save_checkpoint
+
+    save_checkpoint(path, Agent(cfg), {"updates": 0, "env_steps": 0})
+    return str(path)
+
+
 def stop(proc: subprocess.Popen, sig=signal.SIGINT, timeout: float = STOP_TIMEOUT_S) -> int:
     """Signal a node process and wait; SIGKILL if it does not exit in time."""
     if proc.poll() is None:

@@ -28,20 +28,20 @@ SCALE = CFG.task.action_scale
 class ScriptedPlanner:
     """Stands in for the network's output: whatever actions the test feeds, NaN and inf included."""
 
-    def __init__(self, actions, delay_s: float = 0.0):
+    def __init__(self, actions, delay_s: float = 0.0, dim: int = len(NAMES)):
         self.actions = list(actions)
-        self.delay_s = delay_s
+        self.delay_s, self.dim = delay_s, dim
         self.resets = 0
 
     def _next(self):
-        return np.asarray(self.actions.pop(0) if self.actions else np.zeros(len(NAMES)), np.float64)
+        return np.asarray(self.actions.pop(0) if self.actions else np.zeros(self.dim), np.float64)
 
     def plan(self, obs, eval_mode=False):
         time.sleep(self.delay_s)
         return self._next()
 
     def policy_action(self, obs, eval_mode=False):
-        return np.full(len(NAMES), 0.5)
+        return np.full(self.dim, 0.5)
 
     def reset(self):
         self.resets += 1

@@ -9,21 +9,18 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, String
 from visualization_msgs.msg import Marker, MarkerArray
 
-from ros_helpers import spin_until, start_node, stop
+from ros_helpers import CHEAP_PLANNER, spin_until, start_node, stop, untrained_checkpoint, wait_for_subscriber
 from test_controller_node import set_parameters
 from tdmpc_ros import topics
 from tdmpc_ros.arm_description import urdf_path
 from tdmpc_ros.config import load_config
 from tdmpc_ros.kinematics import ArmKinematics, robot_overrides
-from tdmpc_ros.learning.agent import Agent
-from tdmpc_ros.learning.checkpoint import save_checkpoint
 from tdmpc_ros.msg import PlannerStatus
 from tdmpc_ros.nodes import qos
 
 pytestmark = pytest.mark.ros
 
-FAST = {"planner.compile": False, "planner.num_samples": 64, "planner.num_pi_trajs": 8, "planner.num_elites": 8,
-        "planner.iterations": 2, "task.max_episode_steps": 100000, "learner.weights_transport": "file",
+FAST = {**CHEAP_PLANNER, "task.max_episode_steps": 100000, "learner.weights_transport": "file",
         "controller.reset_service": ""}
 GOAL = (0.5, 0.1, 0.5)
 
@@ -58,9 +55,8 @@ class Arm:
 
 
 def checkpoint(tmp_path, robot: str) -> str:
-    path = tmp_path / f"{robot}.pt"
-    save_checkpoint(path, Agent(load_config(None, {**robot_overrides(robot), "agent": {"compile": False}})))
-    return str(path)
+    return untrained_checkpoint(tmp_path / f"{robot}.pt",
+                                load_config(None, {**robot_overrides(robot), "agent": {"compile": False}}))
 
 
 def test_markers_show_goal_box_target_and_the_plan_path(tmp_path, ros_domain, rclpy_context):
@@ -101,7 +97,9 @@ def test_the_urdf_comes_from_robot_description_and_the_xarm6_is_controlled(tmp_p
     try:
         arm = Arm(rclpy_context, "xarm6")
         assert spin_until(arm.node, lambda: "waiting for the arm's URDF" in log.read_text(), 60), log.read_text()
-        assert not arm.commands  # nothing is commanded before the arm is known
+        assert wait_for_subscriber(arm.node, "/robot_description", 30)  # the node is up and waiting
+        # nothing is commanded, nor even offered, before the arm is known
+        assert not arm.commands and arm.node.count_publishers("/" + topics.COMMAND_TOPICS["float64_multi_array"]) == 0
         with open(urdf_path("xarm6")) as f:
             arm.node.create_publisher(String, "robot_description", qos.LATCHED).publish(String(data=f.read()))
         assert spin_until(arm.node, lambda: any(s.model_version == 1 and s.mode != "hold" for s in arm.status)
@@ -122,7 +120,8 @@ def test_the_sim_arm_takes_its_urdf_from_robot_description(tmp_path, ros_domain,
         states = []
         node.create_subscription(JointState, topics.JOINT_STATES, states.append, qos.STATE)
         assert spin_until(node, lambda: "waiting for the arm's URDF" in log.read_text(), 60), log.read_text()
-        assert not states
+        assert wait_for_subscriber(node, "/robot_description", 30)  # the node is up and waiting
+        assert not states and node.count_publishers("/" + topics.JOINT_STATES) == 0
         with open(urdf_path("xarm6")) as f:
             node.create_publisher(String, "robot_description", qos.LATCHED).publish(String(data=f.read()))
         assert spin_until(node, lambda: len(states) >= 3, 60), log.read_text()[-3000:]

@@ -12,14 +12,13 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 
-from ros_helpers import CONFIG, next_items, spin_until, start_node, stop
+from ros_helpers import CHEAP_PLANNER, CONFIG, next_items, spin_until, start_node, stop, untrained_checkpoint
 from tdmpc_ros import topics
 from tdmpc_ros.cli.launch import Launcher
 from tdmpc_ros.data.bags import read_episodes
 from tdmpc_ros.data.typestore import typestore
 from tdmpc_ros.kinematics import ArmKinematics
 from tdmpc_ros.learning.agent import Agent
-from tdmpc_ros.learning.checkpoint import save_checkpoint
 from tdmpc_ros.msg import PlannerStatus, Transition
 from tdmpc_ros.nodes import qos
 from tdmpc_ros.tasks import task_config
@@ -28,16 +27,9 @@ pytestmark = pytest.mark.ros
 
 PUSH = task_config("push")
 PUSH_YAML = str(CONFIG.with_name("push.yaml"))
-FAST = {"planner.compile": False, "planner.num_samples": 64, "planner.num_pi_trajs": 8, "planner.num_elites": 8,
-        "planner.iterations": 2}
 COMMANDS = topics.COMMAND_TOPICS["float64_multi_array"]
 RECORDED = {"object_pose": PoseStamped, topics.JOINT_STATES: JointState, topics.GOAL: PointStamped,
             COMMANDS: Float64MultiArray}
-
-
-def checkpoint(path, cfg) -> str:
-    save_checkpoint(path, Agent(cfg), {"updates": 0, "env_steps": 0})
-    return str(path)
 
 
 def write_raw_bag(path, recorded) -> None:
@@ -52,12 +44,12 @@ def write_raw_bag(path, recorded) -> None:
 
 
 def test_object_pose_flows_to_the_controller_and_a_raw_bag_rebuilds_its_transitions(tmp_path, rclpy_context):
-    model = checkpoint(tmp_path / "push.pt", PUSH)
+    model = untrained_checkpoint(tmp_path / "push.pt", PUSH)
     recorded, transitions, poses = [], [], {}
     log_path = tmp_path / "launch.log"
     with open(log_path, "w") as log:
         launcher = Launcher({"learn": "false", "lockstep": "true", "config": PUSH_YAML}, out=log,
-                            overrides={**FAST, "task.max_episode_steps": 10, "controller.model_path": model})
+                            overrides={**CHEAP_PLANNER, "task.max_episode_steps": 10, "controller.model_path": model})
         node = rclpy.create_node("recorder", context=rclpy_context)
         for topic, cls in RECORDED.items():
             def record(msg, info, topic=topic):
@@ -142,9 +134,9 @@ def test_a_stale_object_pose_holds_the_arm_and_control_resumes_when_it_returns(t
     base_link = kinematics.base_link
     kinematics.close()
     log = tmp_path / "controller.log"
-    proc = start_node("controller_node", {**FAST, "task.name": "push", "task.goal_low": PUSH.task.goal_low,
+    proc = start_node("controller_node", {**CHEAP_PLANNER, "task.name": "push", "task.goal_low": PUSH.task.goal_low,
                                           "task.goal_high": PUSH.task.goal_high, "task.max_episode_steps": 100000,
-                                          "controller.model_path": checkpoint(tmp_path / "push.pt", PUSH)}, log)
+                                          "controller.model_path": untrained_checkpoint(tmp_path / "push.pt", PUSH)}, log)
     arm = FakePushArm(rclpy_context, base_link)
     try:
         assert spin_until(arm.node, lambda: arm.status and arm.status[-1].mode in ("planning", "policy_fallback"),

