@@ -1,7 +1,7 @@
 """The arm from its URDF: the chain from the root to the end effector, its movable joints and their limits.
 
 `task.robot` is a bundled name (a URDF that pybullet_data ships), a path to a URDF file, or `robot_description`
-(a node reads the URDF from that topic; see `describe_text`). Everything about the arm is read from the URDF:
+(a node reads the URDF from that topic: nodes/robot_description.py). Everything about the arm is read from the URDF:
 the joints of the chain root -> `task.ee_link` in chain order (what `task.joint_names` defaults to), position
 limits, velocity limits and a default home pose. Pure: xml.etree for the tree, no ROS, no physics.
 
@@ -60,10 +60,10 @@ class Urdf:
     links: tuple[str, ...]
     joints: dict[str, UrdfJoint]
 
-    def chain(self, ee_link: str, field: str = "task.ee_link") -> list[UrdfJoint]:
+    def chain(self, ee_link: str) -> list[UrdfJoint]:
         """Joints from the root to `ee_link`, fixed ones included, in order."""
         if ee_link not in self.links:
-            raise ConfigError(f"{field}: {ee_link!r} is not a link of {self.source}; its links are "
+            raise ConfigError(f"task.ee_link: {ee_link!r} is not a link of {self.source}; its links are "
                               f"{sorted(self.links)}")
         by_child = {j.child: j for j in self.joints.values()}
         chain, link = [], ee_link

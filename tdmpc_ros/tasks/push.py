@@ -66,7 +66,7 @@ class PushTask(Task):
                  + self.cfg.object_goal_weight * self.distance(ee, goal, sensed))
 
     def scene(self, client: int, sim: SimConfig, rng: np.random.Generator) -> CubeScene:
-        return CubeScene(client, self.cfg, sim, rng)
+        return CubeScene(client, self.cfg, sim)  # it draws its randomisation at each reset(rng)
 
     def expert(self, kinematics, noise: float, rng: np.random.Generator) -> PushExpert:
         return PushExpert(kinematics, self.cfg.action_scale, self.cfg.object_size, noise, rng)
@@ -76,7 +76,7 @@ class CubeScene:
     """A static table and a free cube in the arm's PyBullet client; cube mass, friction and start pose are drawn
     per episode (domain randomisation: sim.object_mass_range, sim.object_friction_range, task.object_start_*)."""
 
-    def __init__(self, client: int, task, sim: SimConfig, rng: np.random.Generator):
+    def __init__(self, client: int, task, sim: SimConfig):
         self.client, self.task, self.sim = client, task, sim
         half = task.object_size / 2
         table = p.createCollisionShape(p.GEOM_BOX, halfExtents=TABLE_HALF, physicsClientId=client)
