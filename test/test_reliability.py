@@ -204,14 +204,25 @@ def test_arm_and_controller_deaths_and_pauses(tmp_path, rclpy_context, procs):
         obs.spin(0.05)
     jogged = settled_states(obs, since=time.monotonic())[-1]
     assert np.abs(jogged - last_target).max() > 3 * SCALE
-    obs.commands.clear()
+    relaunched = time.monotonic()
     controller = start_node("controller_node", controller_params, tmp_path / "controller1.log")
     procs.append(controller)
-    assert obs.until(lambda: len(obs.commands) >= 1, 90), (tmp_path / "controller1.log").read_text()[-3000:]
-    first_t, first = obs.commands[0]
-    measured = [q for t, q in obs.states if t < first_t][-1]
-    first_step = float(np.abs(first - measured).max())
-    assert first_step <= SCALE + 1e-3, (first, measured)
+
+    def new_commands() -> list[tuple[float, np.ndarray]]:  # not the jog's, however late this process reads them
+        return [(t, c) for t, c in obs.commands if t > relaunched]
+
+    assert obs.until(new_commands, 90), (tmp_path / "controller1.log").read_text()[-3000:]
+    first_t, first = new_commands()[0]
+    # States and commands come on two topics, each in order but not with each other: wait for a state published
+    # after the command, so that every state before it is in. The controller steps from one of the states
+    # published since it started, so its first command lies within action_scale of one of those.
+    assert obs.until(lambda: obs.states[-1][0] > first_t, 10)
+    measured = [q for t, q in obs.states if relaunched <= t < first_t]
+    first_step = min(float(np.abs(first - q).max()) for q in measured)
+    assert first_step <= SCALE + 1e-3, (
+        f"first command {first.round(4).tolist()}, {first_step:.4f} rad from the nearest of {len(measured)} "
+        f"states since the restart; the last: {[q.round(4).tolist() for q in measured[-3:]]}; "
+        f"after the jog: {jogged.round(4).tolist()}\n" + (tmp_path / "controller1.log").read_text()[-2000:])
     print(f"\narm SIGKILL: controller moved on for {arm_kill_hold:.2f} s after the last state "
           f"(state_timeout {TIMEOUT}); "
           f"planning again {arm_resume:.2f} s after the new arm process started\n"
