@@ -222,9 +222,12 @@ def check_velocity(task, arm: ArmDescription) -> None:
 
 def resolve_task(task) -> ArmDescription | None:
     """Fill `task.joint_names` and `task.ee_link` from the URDF where empty and check the velocity rule; None
-    (nothing filled) for `robot_description`, whose URDF only a node receives."""
+    (nothing filled) for `robot_description`, whose URDF only a node receives, and for a URDF file that is not
+    here when both are filled (a checkpoint trained on another machine)."""
     if task.robot == ROBOT_DESCRIPTION:
         return None
+    if task.robot not in BUNDLED and task.joint_names and task.ee_link and not os.path.isfile(task.robot):
+        return None  # a checkpoint's record of an arm whose file is elsewhere: loading an arm checks the names
     urdf = load_urdf(task.robot)
     if task.robot not in BUNDLED:
         task.robot = urdf.source  # the absolute path: a node started elsewhere finds the same file

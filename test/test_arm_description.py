@@ -129,3 +129,32 @@ def test_a_relative_urdf_path_is_kept_absolute(arm_urdf, monkeypatch):
 
     monkeypatch.chdir(os.path.dirname(arm_urdf))
     assert TaskConfig(robot="test_arm.urdf").robot == arm_urdf
+
+
+def test_a_checkpoint_outlives_its_urdf_file(arm_urdf, tmp_path):
+    """A model trained on a URDF file loads where that file is not (another machine, a moved file): its config
+    keeps the recorded joints and end effector, and the arm that loads it checks them against its own."""
+    import os
+
+    from tdmpc_ros.learning.agent import Agent
+    from tdmpc_ros.learning.checkpoint import check_arm, load_checkpoint, save_checkpoint
+
+    cfg = load_config(None, robot_overrides(arm_urdf))
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, Agent(cfg), {"env_steps": 0})
+    os.remove(arm_urdf)
+    ckpt = load_checkpoint(path)
+    assert ckpt.config.task.joint_names == ["j1", "j2", "j3", "j4"] and ckpt.config.task.ee_link == "tool"
+    assert ckpt.meta["arm"]["urdf_sha256"] == load_urdf_digest(ARM_URDF)
+    elsewhere = tmp_path / "elsewhere" / "arm.urdf"
+    elsewhere.parent.mkdir()
+    elsewhere.write_text(ARM_URDF)
+    check_arm(ckpt, TaskConfig(robot=str(elsewhere)))  # the same arm, its URDF at another path
+    with pytest.raises(ConfigError, match="neither a bundled arm"):
+        TaskConfig(robot=arm_urdf)  # a config naming the missing file, with no recorded names, still refused
+
+
+def load_urdf_digest(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()
