@@ -46,6 +46,7 @@ class UrdfJoint:
     upper: float
     velocity: float
     effort: float
+    """N m (N); inf where the URDF gives none (a continuous joint without <limit>): sim.max_effort caps it."""
 
 
 @dataclass(frozen=True)
@@ -144,9 +145,9 @@ def parse_urdf_text(text: str, source: str) -> Urdf:
             _float(limit, "lower", 0.0, where), _float(limit, "upper", 0.0, where))
         if lower > upper:
             raise ConfigError(f"{where}: lower limit {lower:g} above upper {upper:g}")
-        velocity = _float(limit, "velocity", 0.0, where)
+        velocity, effort = _float(limit, "velocity", 0.0, where), _float(limit, "effort", 0.0, where)
         joints[name] = UrdfJoint(name, kind, parent.get("link"), child.get("link"), lower, upper,
-                                 velocity if velocity > 0 else DEFAULT_VELOCITY, _float(limit, "effort", 0.0, where))
+                                 velocity if velocity > 0 else DEFAULT_VELOCITY, effort if effort > 0 else math.inf)
     children = [j.child for j in joints.values()]
     roots = [link for link in links if link not in children]
     if len(roots) != 1 or len(set(children)) != len(children):

@@ -60,14 +60,16 @@ class LoadedArm:
     base_link: str
     movable: list[int]
     """All non-fixed joints in PyBullet's DoF order (IK returns one value per entry)."""
+    geometry_missing: str = ""
+    """Why the URDF was loaded without its visual and collision geometry ("": it was not)."""
 
 
-def _load_urdf(path: str, client: int) -> int:
-    """The URDF's body; if PyBullet cannot load it (meshes it cannot find: package:// URIs of a
-    robot_description, a description package not installed here), its kinematic tree without geometry."""
+def _load_urdf(path: str, client: int) -> tuple[int, str]:
+    """(the URDF's body, "") or, if PyBullet cannot load it (meshes it cannot find: package:// URIs of a
+    robot_description, a description package not installed here), (its kinematic tree without geometry, why)."""
     try:
-        return p.loadURDF(path, useFixedBase=True, physicsClientId=client)
-    except p.error:
+        return p.loadURDF(path, useFixedBase=True, physicsClientId=client), ""
+    except p.error as exc:
         tree = ET.parse(path)
         for link in tree.getroot().iter("link"):
             for element in link.findall("visual") + link.findall("collision"):
@@ -75,7 +77,7 @@ def _load_urdf(path: str, client: int) -> int:
         with tempfile.TemporaryDirectory() as folder:
             bare = os.path.join(folder, "kinematics.urdf")
             tree.write(bare)
-            return p.loadURDF(bare, useFixedBase=True, physicsClientId=client)
+            return p.loadURDF(bare, useFixedBase=True, physicsClientId=client), f"PyBullet: {exc}"
 
 
 def load_arm(client: int, task: TaskConfig) -> LoadedArm:
@@ -83,7 +85,7 @@ def load_arm(client: int, task: TaskConfig) -> LoadedArm:
     effector are the URDF's as arm_description.py reads them (joint names not on the chain are errors there)."""
     arm = describe_task(task)
     check_velocity(task, arm)
-    body = _load_urdf(urdf_path(task.robot), client)
+    body, geometry_missing = _load_urdf(urdf_path(task.robot), client)
     joints, links, movable = {}, {}, []
     for j in range(p.getNumJoints(body, physicsClientId=client)):
         ji = p.getJointInfo(body, j, physicsClientId=client)
@@ -93,7 +95,8 @@ def load_arm(client: int, task: TaskConfig) -> LoadedArm:
             movable.append(j)
     return LoadedArm(arm, client, body, [joints[name] for name in arm.joint_names], links[arm.ee_link],
                      lower=np.array(arm.lower), upper=np.array(arm.upper), max_effort=np.array(arm.effort),
-                     max_velocity=np.array(arm.velocity), base_link=arm.base_link, movable=movable)
+                     max_velocity=np.array(arm.velocity), base_link=arm.base_link, movable=movable,
+                     geometry_missing=geometry_missing)
 
 
 class ArmKinematics:

@@ -3,6 +3,7 @@ the bundled xArm6, and the errors that name what is wrong."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -50,6 +51,7 @@ def test_a_urdf_loads_with_its_chain_joints_limits_and_home(arm_urdf):
     assert arm.ee_link == "tool" and arm.joint_names == ("j1", "j2", "j3", "j4")
     assert arm.lower == (-2.5, -1.0, -CONTINUOUS_LIMIT, 0.0) and arm.upper == (1.5, 1.0, CONTINUOUS_LIMIT, 2.0)
     assert arm.velocity == (2.0, 1.5, DEFAULT_VELOCITY, 3.0)  # the continuous joint gives none: a sane bound
+    assert arm.effort == (10.0, 10.0, math.inf, 10.0)  # none either: the sim's max_effort, not a limp joint
     assert arm.home == (-0.5, 0.0, 0.0, 1.0)  # mid-range, 0 for the continuous joint
     assert describe(urdf, ee_link="camera").joint_names == ("j1", "j2", "j_cam")
     assert describe(urdf, ["j4", "j1"]).joint_names == ("j4", "j1")  # an explicit order is kept
@@ -158,3 +160,26 @@ def load_urdf_digest(text: str) -> str:
     import hashlib
 
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_a_urdf_whose_meshes_are_missing_is_simulated_bare_with_a_warning(tmp_path):
+    """Kinematics need no geometry and say nothing; the sim runs the joints and warns that nothing can touch
+    the arm (a robot_description's package:// meshes are never found here)."""
+    from tdmpc_ros.config import SimConfig
+    from tdmpc_ros.sim.arm import Arm
+
+    mesh = '<visual><geometry><mesh filename="package://no_such_pkg/meshes/tool.stl"/></geometry></visual>'
+    path = tmp_path / "meshed.urdf"
+    path.write_text(ARM_URDF.replace('<link name="tool">', f'<link name="tool">{mesh}'))
+    task = TaskConfig(robot=str(path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ArmKinematics(task).close()
+    with pytest.warns(UserWarning, match=r"meshed\.urdf without its meshes .*no collision shapes"):
+        arm = Arm(task, SimConfig())
+    target = np.array([0.3, 0.4, -0.5, 0.8])
+    arm.set_target(target)
+    for _ in range(40):
+        arm.step_control_period()
+    assert np.abs(arm.state()[0] - target).max() < 0.05  # the joints still move under PD
+    arm.close()

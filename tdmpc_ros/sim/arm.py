@@ -16,6 +16,7 @@ and sensed through `sensed()`.
 """
 from __future__ import annotations
 
+import warnings
 from collections import deque
 
 import numpy as np
@@ -43,6 +44,10 @@ class Arm:
         self.n_substeps = substeps_per_period(task, sim)
         self.client = p.connect(p.DIRECT)
         self.arm = load_arm(self.client, task)
+        if self.arm.geometry_missing:  # joints and inertia suffice to reach; nothing can touch the arm
+            warnings.warn(f"simulating {self.arm.description.urdf.source} without its meshes "
+                          f"({self.arm.geometry_missing}): the arm has no collision shapes, so objects pass "
+                          "through it (a push task's cube too)", stacklevel=2)
         self.kinematics = ArmKinematics(task)
         self.joints = self.arm.joint_indices
         self.n = len(self.joints)
