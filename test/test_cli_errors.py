@@ -50,3 +50,18 @@ def test_expected_errors_are_one_line_and_exit_2(command, bad_config, tmp_path, 
 def test_debug_shows_the_traceback(bad_config):
     result = tdmpc_ros("--debug", "eval", "--config", str(bad_config), "--checkpoint", "models/reach_small.pt")
     assert result.returncode != 0 and "Traceback" in result.stderr and "task.action_scale" in result.stderr
+
+
+def test_resuming_under_another_agent_config_names_the_field(tmp_path, capsys, monkeypatch):
+    """--resume with a config whose agent has a decoder, on a checkpoint without one: refused, not ignored."""
+    from tdmpc_ros.config import load_config
+    from tdmpc_ros.learning.agent import Agent
+    from tdmpc_ros.learning.checkpoint import save_checkpoint
+
+    monkeypatch.chdir(REPO)
+    save_checkpoint(tmp_path / "m.pt", Agent(load_config("config/arm.yaml")))
+    decoder = tmp_path / "decoder.yaml"
+    decoder.write_text("/**:\n  ros__parameters:\n    agent: {decoder_coef: 1.0}\n")
+    assert main(["train", "--config", str(decoder), "--demos", str(tmp_path), "--updates", "1",
+                 "--out", str(tmp_path / "m.pt"), "--resume"]) == 2
+    assert "cannot resume" in (err := capsys.readouterr().err) and "agent.decoder_coef" in err, err

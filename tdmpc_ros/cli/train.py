@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--resume given but {out} does not exist")
         try:
             ckpt = load_checkpoint(out)
-            check_model_config(ckpt, cfg.model)
+            check_model_config(ckpt, cfg.model, cfg.agent)
             agent = agent_from_checkpoint(ckpt, device=device)
         except CheckpointError as exc:
             raise InputError(f"cannot resume: {exc}") from None
