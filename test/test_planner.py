@@ -211,16 +211,18 @@ def test_compiled_plan_matches_eager():
         assert set(compiled.last_elites) == set(eager.last_elites)
 
 
-@pytest.mark.parametrize("episodic", [True, False])
-def test_bench_matmul_count_matches_what_a_plan_call_runs(episodic):
+@pytest.mark.parametrize("model", [{"episodic": True}, {"episodic": False}, {"latent": "fsq"},
+                                   {"preset": "tdmpc1-small"}], ids=["episodic", "not episodic", "fsq", "tdmpc1"])
+def test_bench_matmul_count_matches_what_a_plan_call_runs(model):
     from torch.utils.flop_counter import FlopCounterMode
 
     from tdmpc_ros.cli.bench_plan import plan_matmul_gflop
     from tdmpc_ros.config import load_config
 
-    cfg = load_config(overrides={"model": {"preset": "small", "episodic": episodic}, "planner": {"compile": False}})
-    planner = make_planner(WorldModel(cfg.model), cfg.planner, cfg.discount, seed=0)
+    cfg = load_config(overrides={"model": {"preset": "small", **model}, "planner": {"compile": False}})
+    world_model = WorldModel(cfg.model)
+    planner = make_planner(world_model, cfg.planner, cfg.discount, seed=0)
     obs = np.zeros(cfg.model.obs_dim, np.float32)
     with FlopCounterMode(display=False) as counter:
         planner.plan(obs)
-    assert counter.get_total_flops() / 1e9 == pytest.approx(plan_matmul_gflop(cfg.model, cfg.planner), rel=1e-6)
+    assert counter.get_total_flops() / 1e9 == pytest.approx(plan_matmul_gflop(world_model, cfg.planner), rel=1e-6)

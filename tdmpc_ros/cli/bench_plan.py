@@ -27,24 +27,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print only the JSON object")
 
 
-def mlp_flops(dims: list[int]) -> int:
-    """Multiply-adds x 2 of one row through Linear layers of these widths."""
-    return sum(2 * i * o for i, o in zip(dims[:-1], dims[1:]))
-
-
-def plan_matmul_gflop(m, p) -> float:
+def plan_matmul_gflop(model, p) -> float:
     """Matmul work of one plan call (GFLOP), as `plan_step` does it: per iteration and sample, `horizon`
-    steps of reward + dynamics (+ termination), then pi and two Q heads at the end; plus the prior rollouts
-    and encoding the observation."""
-    latent, act, hidden = m.latent_dim, m.action_dim, [m.mlp_dim] * 2
-    encoder = mlp_flops([m.obs_dim, *[m.enc_dim] * max(m.num_enc_layers - 1, 1), latent])
-    dynamics = mlp_flops([latent + act, *hidden, latent])
-    reward = q_head = mlp_flops([latent + act, *hidden, m.num_bins])
-    termination = mlp_flops([latent, *hidden, 1]) if m.episodic else 0
-    pi = mlp_flops([latent, *hidden, 2 * act])
-    per_iteration = p.num_samples * (p.horizon * (reward + dynamics + termination) + pi + 2 * q_head)
-    prior = p.num_pi_trajs * (p.horizon * pi + (p.horizon - 1) * dynamics)
-    return (p.iterations * per_iteration + prior + encoder) / 1e9
+    steps of reward + dynamics (+ termination), then pi and the terminal value's Q heads; plus the prior
+    rollouts and encoding the observation. Per-row costs are the model's own layers (row_flops), so each
+    variant is counted as built."""
+    from tdmpc_ros.model.world_model import row_flops
+
+    f, heads = row_flops(model), min(2, model.cfg.num_q)
+    step = f["reward"] + f["dynamics"] + f["termination"]
+    per_iteration = p.num_samples * (p.horizon * step + f["pi"] + heads * f["qs"])
+    prior = p.num_pi_trajs * (p.horizon * f["pi"] + (p.horizon - 1) * f["dynamics"])
+    return (p.iterations * per_iteration + prior + f["encoder"]) / 1e9
 
 
 def gemm_gflops(rows: int, width: int, reps: int = 50) -> float:
@@ -92,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         times[i] = time.perf_counter() - start
     cpu_ms = (time.process_time() - cpu_start) / args.calls * 1e3
     times *= 1e3
-    gflop = plan_matmul_gflop(cfg.model, cfg.planner)
+    gflop = plan_matmul_gflop(model, cfg.planner)
     # On a CPU the matmuls alone bound the call from below: work / the measured matmul rate (same threads).
     gemm = gemm_gflops(cfg.planner.num_samples * cfg.planner.horizon, cfg.model.mlp_dim) \
         if planner.device == "cpu" else None

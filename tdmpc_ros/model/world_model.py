@@ -178,3 +178,17 @@ def parameter_counts(model: WorldModel) -> dict[str, int]:
     counts = {name: count_parameters(getattr(model, f"_{name}")) for name in COMPONENTS}
     counts["total"] = sum(v for k, v in counts.items() if k != "target_qs")
     return counts
+
+
+def row_flops(model: WorldModel) -> dict[str, int]:
+    """Matmul FLOPs (2 x multiply-adds) of one row through each component as built (a variant's output widths
+    included): `dynamics` with FSQ's expected code, `qs` one Q head; termination 0 where there is none."""
+    def linear(module: nn.Module | None) -> int:
+        return sum(2 * m.in_features * m.out_features for m in module.modules() if isinstance(m, nn.Linear)) \
+            if module is not None else 0
+
+    fsq = model._fsq
+    decode = 2 * fsq.num_codes * fsq.channels * (model.cfg.latent_dim // fsq.channels) if fsq is not None else 0
+    return {"encoder": linear(model._encoder), "dynamics": linear(model._dynamics) + decode,
+            "reward": linear(model._reward), "termination": linear(model._termination), "pi": linear(model._pi),
+            "qs": sum(2 * w.shape[1] * w.shape[2] for w in model._qs.weight)}
