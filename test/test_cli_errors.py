@@ -65,3 +65,11 @@ def test_resuming_under_another_agent_config_names_the_field(tmp_path, capsys, m
     assert main(["train", "--config", str(decoder), "--demos", str(tmp_path), "--updates", "1",
                  "--out", str(tmp_path / "m.pt"), "--resume"]) == 2
     assert "cannot resume" in (err := capsys.readouterr().err) and "agent.decoder_coef" in err, err
+
+
+@pytest.mark.parametrize("flag", [["--png", "x.png"], ["--csv", "x.csv"], ["--eval-every", "500"],
+                                  ["--threads", "2"], ["--robot", "xarm6"]])
+def test_bench_learn_refuses_in_process_flags_with_arms(flag, capsys):
+    """A fleet run would ignore them: refused, naming them, before anything is launched."""
+    assert main(["bench", "learn", "--arms", "2", *flag]) == 2
+    assert flag[0] in capsys.readouterr().err

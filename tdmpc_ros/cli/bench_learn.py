@@ -17,6 +17,7 @@ from tdmpc_ros.cli.arm_args import add_arm_arguments, arm_overrides
 from tdmpc_ros.errors import InputError
 
 TARGET_RATE = 0.9
+DEFAULT_PNG = "docs/learning_curve.png"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
                         help="torch.compile the planner: minutes of set-up per seed on a busy CPU for ~15%% per call")
     parser.add_argument("--run-dir", default=None, help="folder for each seed's checkpoints (default: a temp dir)")
-    parser.add_argument("--png", default="docs/learning_curve.png", help="learning-curve plot to write")
+    parser.add_argument("--png", default=None, help=f"learning-curve plot to write (default: {DEFAULT_PNG})")
     parser.add_argument("--csv", default=None, help="per-episode CSV (default: the PNG's path with .csv)")
     parser.add_argument("--json", action="store_true", help="print only the JSON object (progress on stderr)")
     # A fleet over ROS (#16): tdmpc_ros/cli/bench_fleet.py.
@@ -114,6 +115,9 @@ def run(args: argparse.Namespace) -> int:
                       or args.demos == 0):
         raise InputError("--robot, --action-space, --task, --reward, --demo-ratio and --demos 0 are for in-process "
                          "runs; with --arms use --config")
+    if args.arms and (args.png or args.csv or args.eval_every or args.threads != 1):
+        raise InputError("--png, --csv, --eval-every and --threads are for in-process runs; with --arms the nodes "
+                         "take their threads from --config and the curve is in the JSON")
     if args.arms:
         from tdmpc_ros.cli.bench_fleet import run_fleet
 
@@ -132,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     def say(text: str) -> None:
         print(text, file=out, flush=True)
 
-    png = Path(args.png)
+    png = Path(args.png or DEFAULT_PNG)
     csv_path = Path(args.csv) if args.csv else png.with_suffix(".csv")
     run_root = Path(args.run_dir) if args.run_dir else Path(tempfile.mkdtemp(prefix="bench_learn_"))
     results, seeds = [], []
