@@ -259,6 +259,9 @@ class TaskConfig(_Section):
     joint clips and the workspace box."""
     cartesian_scale: float = checked(0.02, gt=0.0, le=1.0)
     """cartesian: metres per tick for a full action: ee target = ee(last target) + clip(a,-1,1) * cartesian_scale."""
+    hold_orientation: bool = checked(False)
+    """cartesian: IK also keeps the end effector's orientation at the last target's (a tool that must stay
+    pointing down, as in pushing); false: position only, the orientation free (reaches more of the workspace)."""
     workspace_low: list[float] = checked([-1.5, -1.5, 0.0], length=3, ge=-100.0, le=100.0)
     """Lower corner of the box (m, base frame) no commanded target may put the end effector outside of."""
     workspace_high: list[float] = checked([1.5, 1.5, 2.0], length=3, ge=-100.0, le=100.0)

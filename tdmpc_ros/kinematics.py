@@ -122,20 +122,28 @@ class ArmKinematics:
         p.resetJointStatesMultiDof(self.arm.body, self.arm.joint_indices, [[float(v)] for v in q],
                                    physicsClientId=self.client)
 
-    def fk(self, q) -> np.ndarray:
-        """End-effector link frame position (m, base frame) at joint positions q."""
+    def pose(self, q) -> tuple[np.ndarray, np.ndarray]:
+        """End-effector link frame position (m, base frame) and orientation (quaternion x y z w) at q."""
         q = np.asarray(q, np.float64)
         if q.shape != (len(self.arm.joint_indices),):
             raise ValueError(f"fk: expected {len(self.arm.joint_indices)} joint positions, got shape {q.shape}")
         self._set(q)
         state = p.getLinkState(self.arm.body, self.arm.ee_index, computeForwardKinematics=True,
                                physicsClientId=self.client)
-        return np.array(state[4])
+        return np.array(state[4]), np.array(state[5])
 
-    def ik(self, xyz, q_rest, iterations: int = 200, tolerance: float = 1e-4, orientation=None) -> np.ndarray:
+    def fk(self, q) -> np.ndarray:
+        """End-effector link frame position (m, base frame) at joint positions q."""
+        return self.pose(q)[0]
+
+    def ik(self, xyz, q_rest, iterations: int = 200, tolerance: float = 1e-4, orientation=None,
+           keep_orientation: bool = False) -> np.ndarray:
         """Joint positions within the safe limits that put the end effector at xyz, starting from and near q_rest
-        (and its link frame at `orientation`, a quaternion x y z w, if given)."""
+        (and its link frame at `orientation`, a quaternion x y z w, if given; with `keep_orientation`, at its
+        orientation in q_rest)."""
         q_rest = np.asarray(q_rest, np.float64)
+        if keep_orientation:
+            orientation = self.pose(q_rest)[1]
         self._set(q_rest)
         # Null-space IK over all movable DoF: ours get the safe limits and rest pose, others stay where they are.
         rest = np.array([s[0] for s in p.getJointStates(self.arm.body, self.arm.movable, physicsClientId=self.client)])

@@ -154,3 +154,22 @@ def test_demos_for_the_xarm6_in_cartesian_actions_from_the_cli(tmp_path, capsys)
     episodes = read_episodes([out], load_config(None, overrides)).episodes
     assert len(episodes) == 2 and {e.actions.shape[1] for e in episodes} == {3}
     assert {e.observations.shape[1] for e in episodes} == {21}
+
+
+def test_hold_orientation_keeps_the_tool_pointing_as_it_was():
+    """20 cartesian steps sideways and down: position-only IK lets the wrist turn; task.hold_orientation keeps
+    the end effector's orientation (a pusher stays pointing down) while it moves as far."""
+    def turned_and_moved(hold: bool) -> tuple[float, float]:
+        cfg = load_config(None, {"task": {"action_space": "cartesian", "hold_orientation": hold}})
+        r = ActionRule(cfg.task, KIN.safe_lower, KIN.safe_upper, KIN.fk, KIN.ik, cfg.controller.max_tracking_error)
+        q = HOME
+        for _ in range(20):
+            q, _ = r.apply([0.0, 1.0, -1.0], q, q, SCALE)
+        start, end = KIN.pose(HOME), KIN.pose(q)
+        angle = 2 * np.arccos(min(1.0, abs(float(np.dot(start[1], end[1])))))
+        return angle, float(np.linalg.norm(end[0] - start[0]))
+
+    free_turn, free_move = turned_and_moved(False)
+    held_turn, held_move = turned_and_moved(True)
+    assert held_turn < 0.02 < 0.1 < free_turn, (held_turn, free_turn)
+    assert held_move > 0.9 * free_move > 0.2

@@ -2,7 +2,8 @@
 
 joint: the joint-position delta of control/actions.py's `apply_action`. cartesian: the action is an
 end-effector position delta, ee(last target) + clip(a, -1, 1) * task.cartesian_scale (kept inside the workspace
-box), which IK turns into joint positions near the last target; that joint step then passes the very same
+box), which IK turns into joint positions near the last target (keeping its end-effector orientation with
+task.hold_orientation); that joint step then passes the very same
 joint clips (within action_scale per joint, within max_tracking_error of the measured joints, inside the limits
 less the margin). Both spaces then pass the workspace box (task.workspace_low/high, base frame): a target whose
 end effector (FK) lies outside is shrunk toward the last target until it is inside, by bisection, down to
@@ -42,6 +43,7 @@ class ActionRule:
         self.fk, self.ik = fk, ik
         self.max_tracking_error = max_tracking_error
         self.cartesian_scale = positive("task.cartesian_scale", task.cartesian_scale)
+        self.hold_orientation = task.hold_orientation
         self.box_low = np.asarray(task.workspace_low, np.float64)
         self.box_high = np.asarray(task.workspace_high, np.float64)
         if not (self.box_low.shape == self.box_high.shape == (3,) and np.isfinite(self.box_low).all()
@@ -69,7 +71,8 @@ class ActionRule:
             goal = ee_last + a * self.cartesian_scale
             if box_distance(ee_last, self.box_low, self.box_high) == 0.0:
                 goal = np.clip(goal, self.box_low, self.box_high)
-            step = (self.ik(goal, last_target, iterations=IK_ITERATIONS) - last_target) / action_scale
+            step = (self.ik(goal, last_target, iterations=IK_ITERATIONS, keep_orientation=self.hold_orientation)
+                    - last_target) / action_scale
         else:
             step = action
         target, _ = apply_action(step, last_target, q_measured, self.lower, self.upper, action_scale,
