@@ -15,9 +15,10 @@ from tdmpc_ros.arm_description import arm_identity
 from tdmpc_ros.config import ControllerConfig, ModelConfig, config_to_dict, load_config
 from tdmpc_ros.control.models import ModelRejected, load_model
 from tdmpc_ros.learning.agent import Agent
-from tdmpc_ros.learning.checkpoint import (FORMAT, HEADER, MAGIC, MAX_CHECKPOINT_BYTES, CheckpointError,
-                                           agent_from_checkpoint, check_model_config, checkpoint_from_bytes,
-                                           file_sha256, load_checkpoint, main, pack, save_checkpoint, sidecar_path)
+from tdmpc_ros.learning.checkpoint import (MAX_CHECKPOINT_BYTES, agent_from_checkpoint, check_model_config,
+                                           checkpoint_from_bytes, load_checkpoint, main, save_checkpoint)
+from tdmpc_ros.learning.checkpoint_file import (FORMAT, HEADER, MAGIC, CheckpointError, file_sha256, pack,
+                                                sidecar_path)
 
 
 def small_config(**agent):

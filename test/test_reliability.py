@@ -23,7 +23,8 @@ from tdmpc_ros.config import Config, load_config
 from tdmpc_ros.data.bags import read_episodes
 from tdmpc_ros.data.typestore import TRANSITION, typestore
 from tdmpc_ros.learning.agent import Agent
-from tdmpc_ros.learning.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from tdmpc_ros.learning.checkpoint import load_checkpoint, save_checkpoint
+from tdmpc_ros.learning.checkpoint_file import CheckpointError
 from tdmpc_ros.msg import ModelUpdate, PlannerStatus, Transition
 from tdmpc_ros.nodes import qos
 from test_learner_node import demo_dir  # noqa: F401  (fixture: a few scripted-expert demo bags)

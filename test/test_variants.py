@@ -10,8 +10,8 @@ import torch
 
 from tdmpc_ros.config import ConfigError, load_config
 from tdmpc_ros.learning.agent import Agent
-from tdmpc_ros.learning.checkpoint import (CheckpointError, agent_from_checkpoint, check_model_config,
-                                           load_checkpoint, save_checkpoint)
+from tdmpc_ros.learning.checkpoint import agent_from_checkpoint, check_model_config, load_checkpoint, save_checkpoint
+from tdmpc_ros.learning.checkpoint_file import CheckpointError
 from tdmpc_ros.model import parameter_counts
 from tdmpc_ros.model.fsq import FSQ
 from tdmpc_ros.model.world_model import WorldModel

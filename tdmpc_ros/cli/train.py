@@ -47,8 +47,9 @@ def run(args: argparse.Namespace) -> int:
     from tdmpc_ros.config import default_config_path, load_config
     from tdmpc_ros.data.bags import read_episodes
     from tdmpc_ros.learning.agent import Agent
-    from tdmpc_ros.learning.checkpoint import (CheckpointError, agent_from_checkpoint, check_model_config,
-                                               load_checkpoint, save_checkpoint)
+    from tdmpc_ros.learning.checkpoint import (agent_from_checkpoint, check_model_config, load_checkpoint,
+                                               save_checkpoint)
+    from tdmpc_ros.learning.checkpoint_file import CheckpointError
     from tdmpc_ros.learning.learner import resolve_device
     from tdmpc_ros.learning.metrics import MetricsLogger, plot_learning_curve
     from tdmpc_ros.learning.replay import Replay

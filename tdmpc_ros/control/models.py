@@ -34,7 +34,8 @@ def load_model_bytes(data: bytes | bytearray, name: str, sha256: str, cfg: Confi
 
 
 def _model_from(read: Callable[[], object], name: str, cfg: Config):
-    from tdmpc_ros.learning.checkpoint import CheckpointError, agent_from_checkpoint, check_arm
+    from tdmpc_ros.learning.checkpoint import agent_from_checkpoint, check_arm
+    from tdmpc_ros.learning.checkpoint_file import CheckpointError
 
     try:
         ckpt = read()

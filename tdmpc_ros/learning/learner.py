@@ -19,7 +19,8 @@ import torch
 from tdmpc_ros.config import Config
 from tdmpc_ros.data.episode import Episode
 from tdmpc_ros.learning.agent import Agent
-from tdmpc_ros.learning.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from tdmpc_ros.learning.checkpoint import load_checkpoint, save_checkpoint
+from tdmpc_ros.learning.checkpoint_file import CheckpointError
 from tdmpc_ros.learning.replay import Replay
 
 CHECKPOINT_NAME = re.compile(r"ckpt_(\d{6})\.pt$")

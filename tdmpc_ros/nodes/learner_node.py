@@ -35,7 +35,7 @@ from tdmpc_ros import topics
 from tdmpc_ros.data.bags import read_episodes
 from tdmpc_ros.data.online_bags import ArmBags
 from tdmpc_ros.data.transitions import LiveIntake, transition_cdr_bytes
-from tdmpc_ros.learning.checkpoint import file_sha256
+from tdmpc_ros.learning.checkpoint_file import file_sha256
 from tdmpc_ros.learning.learner import Learner, Published
 from tdmpc_ros.learning.metrics import MetricsLogger
 from tdmpc_ros.learning.weights import split
