@@ -173,3 +173,15 @@ def test_hold_orientation_keeps_the_tool_pointing_as_it_was():
     held_turn, held_move = turned_and_moved(True)
     assert held_turn < 0.02 < 0.1 < free_turn, (held_turn, free_turn)
     assert held_move > 0.9 * free_move > 0.2
+
+
+def test_bench_action_walks_each_space_into_the_box(capsys):
+    """The benchmark's walk meets the box (steps cut short) in every space, and every target stays inside."""
+    import json
+
+    from tdmpc_ros.cli.main import main
+
+    assert main(["bench", "action", "--ticks", "200"]) == 0
+    result = json.loads(capsys.readouterr().out.splitlines()[-1])
+    for space in ("joint", "cartesian", "cartesian_held"):
+        assert result[space]["steps_cut_short"] > 0.2 and result[space]["apply_us"]["p50"] > 0, (space, result)

@@ -2,7 +2,7 @@
 
 Per action space: the time of `ActionRule.apply`, wall and the calling thread's CPU time (what it costs,
 whatever else the machine runs) (joint: the clips and the box check, one FK; cartesian: one FK,
-IK, the clips and the box check), the part of the tick after the plan, measured over a random walk of actions
+IK, the clips and the box check; cartesian_held: the same with task.hold_orientation's IK), the part of the tick after the plan, measured over a random walk of actions
 from the home pose that keeps running into the workspace box (a box tight around the goal box), so the
 bisection that shrinks a step is in the figures. Prints one JSON object.
 """
@@ -35,9 +35,10 @@ def run(args: argparse.Namespace) -> int:
     from tdmpc_ros.kinematics import ArmKinematics, robot_overrides
 
     result = {"robot": args.robot, "ticks": args.ticks}
-    for space in ("joint", "cartesian"):
+    for name, space, hold in (("joint", "joint", False), ("cartesian", "cartesian", False),
+                              ("cartesian_held", "cartesian", True)):
         overrides = robot_overrides(args.robot)
-        overrides["task"]["action_space"] = space
+        overrides["task"].update(action_space=space, hold_orientation=hold)
         cfg = load_config(None, overrides)
         task = cfg.task
         kin = ArmKinematics(task)
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
                 shrunk += 1
             assert box_distance(kin.fk(new), rule.box_low, rule.box_high) <= 1e-9
             target = new
-        result[space] = {"apply_us": stats(wall), "apply_cpu_us": stats(cpu), "steps_cut_short": shrunk / args.ticks}
+        result[name] = {"apply_us": stats(wall), "apply_cpu_us": stats(cpu), "steps_cut_short": shrunk / args.ticks}
         kin.close()
     print(json.dumps(result))
     return 0
