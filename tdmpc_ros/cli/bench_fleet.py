@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,18 +20,12 @@ from tdmpc_ros.cli.bench_learn import TARGET_RATE
 from tdmpc_ros.learning.online_loop import DEMO_NOISE, ROLLING_WINDOW, SUCCESS_METRIC
 
 
-def record_demos(config: str, folder: Path, episodes: int, seed: int) -> dict:
-    """`tdmpc-ros demos` as a process of its own (the scripted expert, one bag per episode); its JSON line."""
-    done = subprocess.run([sys.executable, "-m", "tdmpc_ros.cli.main", "demos", "--episodes", str(episodes),
-                           "--out", str(folder), "--seed", str(seed), "--noise", str(DEMO_NOISE), "--config", config,
-                           "--json"], capture_output=True, text=True, check=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def run_seed(args, config: str, seed: int, root: Path, say) -> dict:
+    from tdmpc_ros.cli.demos import record_demos
     from tdmpc_ros.cli.harness import LaunchedGraph
+    from tdmpc_ros.config import load_config
 
-    demos = record_demos(config, root / "demos", args.demos, seed)
+    demos = record_demos(load_config(config), root / "demos", args.demos, DEMO_NOISE, seed, progress=False)
     arguments = {"arms": str(args.arms), "lockstep": "true", "config": config, "demos": str(root / "demos"),
                  "run_dir": str(root / "run")}
     overrides = {"agent.seed": seed, "planner.compile": args.compile,

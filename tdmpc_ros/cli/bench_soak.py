@@ -70,7 +70,8 @@ def count_bag_messages(folder: Path) -> int:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from tdmpc_ros.cli import demos as demos_cli
+    from tdmpc_ros.cli.demos import record_demos
+    from tdmpc_ros.tasks import task_config
     from tdmpc_ros.cli.harness import LaunchedGraph, RequiredNodeExited
     from tdmpc_ros.config import load_config
 
@@ -79,8 +80,7 @@ def run(args: argparse.Namespace) -> int:
     arrivals: list[int] = []  # ns, DDS receive time of each command at the subscriber
     with tempfile.TemporaryDirectory() as tmp:
         demos_dir, run_dir = Path(tmp) / "demos", Path(tmp) / "run"
-        demos_cli.run(argparse.Namespace(episodes=args.demo_episodes, out=str(demos_dir), storage="mcap",
-                                         noise=0.1, seed=0, config=None, json=False))
+        record_demos(task_config(), demos_dir, args.demo_episodes)
         with LaunchedGraph({"lockstep": str(lockstep).lower(), "demos": str(demos_dir), "run_dir": str(run_dir)},
                            overrides={"learner.pretrain_updates": 100, "learner.publish_every": 100},
                            observer_name="bench_soak") as graph:

@@ -22,22 +22,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object (success_rate, episodes, ...)")
 
 
-def run(args: argparse.Namespace) -> int:
-    import json
-
+def record_demos(cfg, out: Path, episodes: int, noise: float = 0.1, seed: int = 0, storage: str = "mcap",
+                 progress: bool = True) -> dict:
+    """`episodes` scripted-expert episodes of cfg's task on the sim arm, one bag each in `out`; the summary
+    (success_rate, episodes, successes, mean_return, ...). Existing bags of the same names are an error."""
     import numpy as np
     from tqdm import tqdm
 
     from tdmpc_ros.data.bags import write_transition_bag
     from tdmpc_ros.sim.expert import expert_episodes
     from tdmpc_ros.sim.env import ArmEnv
-    from tdmpc_ros.tasks import task_config
 
-    if args.episodes < 1:
-        raise InputError(f"--episodes must be at least 1, got {args.episodes}")
-    cfg = task_config(getattr(args, "task", None), args.config, arm_overrides(args))
-    out = Path(args.out)
-    paths = [out / f"demo_s{args.seed}_{i:04d}" for i in range(args.episodes)]
+    if episodes < 1:
+        raise InputError(f"--episodes must be at least 1, got {episodes}")
+    out = Path(out)
+    paths = [out / f"demo_s{seed}_{i:04d}" for i in range(episodes)]
     existing = [str(p) for p in paths if p.exists()]
     if existing:
         raise InputError(f"{existing[0]} already exists ({len(existing)} of the bags to write); "
@@ -45,20 +44,30 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     env = ArmEnv(cfg)
     successes, returns = 0, []
-    progress = tqdm(paths, desc="demos", unit="episode", disable=args.json)
-    for i, (path, episode) in enumerate(zip(progress, expert_episodes(env, len(paths), args.noise, args.seed))):
+    bar = tqdm(paths, desc="demos", unit="episode", disable=not progress)
+    for i, (path, episode) in enumerate(zip(bar, expert_episodes(env, len(paths), noise, seed))):
         episode.source = str(path)
-        write_transition_bag(path, [episode], storage=args.storage)
+        write_transition_bag(path, [episode], storage=storage)
         successes += episode.success
         returns.append(episode.episode_return)
-        progress.set_postfix(success=f"{successes / (i + 1):.2f}")
+        bar.set_postfix(success=f"{successes / (i + 1):.2f}")
     env.close()
+    return {"success_rate": successes / episodes, "episodes": episodes, "successes": successes,
+            "mean_return": round(float(np.mean(returns)), 4), "task": cfg.task.name, "reward": cfg.task.reward,
+            "storage": storage, "out": str(out)}
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from tdmpc_ros.tasks import task_config
+
+    cfg = task_config(args.task, args.config, arm_overrides(args))
+    summary = record_demos(cfg, Path(args.out), args.episodes, args.noise, args.seed, args.storage,
+                           progress=not args.json)
     if args.json:
-        print(json.dumps({"success_rate": successes / args.episodes, "episodes": args.episodes,
-                          "successes": successes, "mean_return": round(float(np.mean(returns)), 4),
-                          "task": cfg.task.name, "reward": cfg.task.reward,
-                          "storage": args.storage, "out": str(out)}))
+        print(json.dumps(summary))
         return 0
-    print(f"expert success rate {successes / args.episodes:.3f} ({successes}/{args.episodes}), "
-          f"mean return {np.mean(returns):.3f}; {args.episodes} {args.storage} bags in {out}")
+    print(f"expert success rate {summary['success_rate']:.3f} ({summary['successes']}/{args.episodes}), "
+          f"mean return {summary['mean_return']:.3f}; {args.episodes} {args.storage} bags in {args.out}")
     return 0
