@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from tdmpc_ros.cli.launch import STOP_TIMEOUT_S, param_text
 
 REPO = Path(__file__).resolve().parent.parent
@@ -90,6 +92,64 @@ def wait_for_publisher(node, topic: str, timeout: float = 20.0) -> bool:
 
 def wait_for_subscriber(node, topic: str, timeout: float = 20.0) -> bool:
     return spin_until(node, lambda: node.count_subscribers(topic) > 0, timeout)
+
+
+class PerfectArm:
+    """The arm side as a test's own rclpy node, a perfect PD: `cfg`'s joint states, stamped, every `period` s at
+    the position of the last command of their size (from sim.home), and a latched goal at `goal_xyz` in the arm's
+    base frame; records the commands (arrays) and the planner status. `object_xyz`: an object pose (PoseStamped in
+    the base frame, on object_pose) published just before each joint state with its stamp, while `pose_on`;
+    `markers`: the controller's MarkerArrays recorded too."""
+
+    def __init__(self, context, cfg, goal_xyz, period: float, object_xyz=None, markers: bool = False):
+        import rclpy
+        from geometry_msgs.msg import PointStamped, PoseStamped
+        from sensor_msgs.msg import JointState
+        from std_msgs.msg import Float64MultiArray
+        from visualization_msgs.msg import MarkerArray
+
+        from tdmpc_ros import topics
+        from tdmpc_ros.kinematics import ArmKinematics
+        from tdmpc_ros.msg import PlannerStatus
+        from tdmpc_ros.nodes import qos
+
+        kinematics = ArmKinematics(cfg.task)
+        base_link = kinematics.base_link
+        kinematics.close()
+        self.q = np.array(cfg.sim.home)
+        self.state = JointState(name=list(cfg.task.joint_names), velocity=[0.0] * len(self.q))
+        self.node = rclpy.create_node("test_arm", context=context)
+        self.state_pub = self.node.create_publisher(JointState, topics.JOINT_STATES, qos.STATE)
+        self.commands: list[np.ndarray] = []
+        self.status: list[PlannerStatus] = []
+        self.markers: list[MarkerArray] = []
+        self.node.create_subscription(Float64MultiArray, topics.COMMAND_TOPICS["float64_multi_array"],
+                                      lambda m: self.commands.append(np.array(m.data)), qos.STATE)
+        self.node.create_subscription(PlannerStatus, topics.PLANNER_STATUS, self.status.append, 10)
+        if markers:
+            self.node.create_subscription(MarkerArray, "/controller/markers", self.markers.append, 10)
+        self.pose, self.pose_on = None, True
+        if object_xyz is not None:
+            self.pose = PoseStamped()
+            self.pose.header.frame_id = base_link
+            self.pose.pose.position.x, self.pose.pose.position.y, self.pose.pose.position.z = object_xyz
+            self.pose.pose.orientation.w = 1.0
+            self.pose_pub = self.node.create_publisher(PoseStamped, "object_pose", qos.STATE)
+        self.node.create_timer(period, self.publish)
+        goal = PointStamped()
+        goal.header.frame_id = base_link
+        goal.point.x, goal.point.y, goal.point.z = goal_xyz
+        self.node.create_publisher(PointStamped, topics.GOAL, qos.LATCHED).publish(goal)
+
+    def publish(self):
+        if self.commands and len(self.commands[-1]) == len(self.q):  # the arm is where it was told to be
+            self.q = self.commands[-1].copy()
+        stamp = self.node.get_clock().now().to_msg()
+        if self.pose is not None and self.pose_on:
+            self.pose.header.stamp = stamp
+            self.pose_pub.publish(self.pose)
+        self.state.header.stamp, self.state.position = stamp, self.q.tolist()
+        self.state_pub.publish(self.state)
 
 
 class LaunchCommand:

@@ -2,20 +2,18 @@
 horizon + 1 points), and an arm whose URDF arrives on robot_description (the xArm6: commands carry 6 values)."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
-from geometry_msgs.msg import PointStamped
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Float64MultiArray, String
-from visualization_msgs.msg import Marker, MarkerArray
+from std_msgs.msg import String
+from visualization_msgs.msg import Marker
 
-from ros_helpers import CHEAP_PLANNER, spin_until, start_node, stop, untrained_checkpoint, wait_for_subscriber
+from ros_helpers import (CHEAP_PLANNER, PerfectArm, spin_until, start_node, stop, untrained_checkpoint,
+                         wait_for_subscriber)
 from test_controller_node import set_parameters
 from tdmpc_ros import topics
 from tdmpc_ros.arm_description import urdf_path
 from tdmpc_ros.config import load_config
-from tdmpc_ros.kinematics import ArmKinematics, robot_overrides
-from tdmpc_ros.msg import PlannerStatus
+from tdmpc_ros.kinematics import robot_overrides
 from tdmpc_ros.nodes import qos
 
 pytestmark = pytest.mark.ros
@@ -25,33 +23,9 @@ FAST = {**CHEAP_PLANNER, "task.max_episode_steps": 100000, "learner.weights_tran
 GOAL = (0.5, 0.1, 0.5)
 
 
-class Arm:
-    """Joint states of `robot` (a perfect PD: where the last command said), a goal; records commands and markers."""
-
-    def __init__(self, context, robot: str):
-        import rclpy
-
-        cfg = load_config(None, robot_overrides(robot))
-        self.names, self.q = list(cfg.task.joint_names), np.array(cfg.sim.home)
-        kin = ArmKinematics(cfg.task)
-        self.node = rclpy.create_node("test_arm", context=context)
-        self.state_pub = self.node.create_publisher(JointState, topics.JOINT_STATES, qos.STATE)
-        self.commands, self.markers, self.status = [], [], []
-        self.node.create_subscription(PlannerStatus, topics.PLANNER_STATUS, self.status.append, 10)
-        self.node.create_subscription(Float64MultiArray, topics.COMMAND_TOPICS["float64_multi_array"],
-                                      lambda m: self.commands.append(np.array(m.data)), qos.STATE)
-        self.node.create_subscription(MarkerArray, "/controller/markers", self.markers.append, 10)
-        self.node.create_timer(0.02, self.publish_state)
-        goal = PointStamped()
-        goal.point.x, goal.point.y, goal.point.z = GOAL
-        goal.header.frame_id = kin.base_link
-        self.node.create_publisher(PointStamped, topics.GOAL, qos.LATCHED).publish(goal)
-        kin.close()
-
-    def publish_state(self):
-        if self.commands and len(self.commands[-1]) == len(self.q):
-            self.q = self.commands[-1].copy()
-        self.state_pub.publish(JointState(name=self.names, position=self.q.tolist(), velocity=[0.0] * len(self.q)))
+def perfect_arm(context, robot: str) -> PerfectArm:
+    """`robot`'s joint states at 50 Hz where the last command said, the goal GOAL; records commands and markers."""
+    return PerfectArm(context, load_config(None, robot_overrides(robot)), GOAL, 0.02, markers=True)
 
 
 def checkpoint(tmp_path, robot: str) -> str:
@@ -64,7 +38,7 @@ def test_markers_show_goal_box_target_and_the_plan_path(tmp_path, ros_domain, rc
     proc = start_node("controller_node", {**FAST, "controller.model_path": checkpoint(tmp_path, "kuka_iiwa"),
                                           "controller.markers_hz": 10.0}, log)
     try:
-        arm = Arm(rclpy_context, "kuka_iiwa")
+        arm = perfect_arm(rclpy_context, "kuka_iiwa")
 
         def with_path():
             return next((m for m in arm.markers if any(k.type == Marker.LINE_STRIP for k in m.markers)), None)
@@ -95,7 +69,7 @@ def test_the_urdf_comes_from_robot_description_and_the_xarm6_is_controlled(tmp_p
                                           "controller.model_path": checkpoint(tmp_path, "xarm6"),
                                           "controller.markers_hz": 0.0}, log)
     try:
-        arm = Arm(rclpy_context, "xarm6")
+        arm = perfect_arm(rclpy_context, "xarm6")
         assert spin_until(arm.node, lambda: "waiting for the arm's URDF" in log.read_text(), 60), log.read_text()
         assert wait_for_subscriber(arm.node, "/robot_description", 30)  # the node is up and waiting
         # nothing is commanded, nor even offered, before the arm is known

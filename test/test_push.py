@@ -12,14 +12,15 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 
-from ros_helpers import CHEAP_PLANNER, CONFIG, next_items, spin_until, start_node, stop, untrained_checkpoint
+from ros_helpers import (CHEAP_PLANNER, CONFIG, PerfectArm, next_items, spin_until, start_node, stop,
+                         untrained_checkpoint)
 from tdmpc_ros import topics
 from tdmpc_ros.cli.launch import Launcher
 from tdmpc_ros.data.bags import read_episodes
 from tdmpc_ros.data.typestore import typestore
 from tdmpc_ros.kinematics import ArmKinematics
 from tdmpc_ros.learning.agent import Agent
-from tdmpc_ros.msg import PlannerStatus, Transition
+from tdmpc_ros.msg import Transition
 from tdmpc_ros.nodes import qos
 from tdmpc_ros.tasks import task_config
 
@@ -93,51 +94,13 @@ def test_object_pose_flows_to_the_controller_and_a_raw_bag_rebuilds_its_transiti
         np.testing.assert_allclose(rebuilt.rewards, [m.reward for m in steps], atol=1e-5)
 
 
-class FakePushArm:
-    """The arm side in real time: joint states and the object pose at 100 Hz (the pose can be stopped)."""
-
-    def __init__(self, context, base_link: str):
-        self.node = rclpy.create_node("test_push_arm", context=context)
-        self.state_pub = self.node.create_publisher(JointState, topics.JOINT_STATES, qos.STATE)
-        self.pose_pub = self.node.create_publisher(PoseStamped, "object_pose", qos.STATE)
-        goal_pub = self.node.create_publisher(PointStamped, topics.GOAL, qos.LATCHED)
-        self.commands: list[np.ndarray] = []
-        self.status: list[PlannerStatus] = []
-        self.node.create_subscription(Float64MultiArray, COMMANDS,
-                                      lambda m: self.commands.append(np.array(m.data)), qos.STATE)
-        self.node.create_subscription(PlannerStatus, topics.PLANNER_STATUS, self.status.append, 10)
-        self.base_link = base_link
-        self.q = np.array(PUSH.sim.home)
-        self.pose_on = True
-        self.node.create_timer(0.01, self.publish)
-        goal = PointStamped()
-        goal.header.frame_id = base_link
-        goal.point.x, goal.point.y, goal.point.z = 0.7, 0.0, 0.025
-        goal_pub.publish(goal)
-
-    def publish(self):
-        if self.commands:  # a perfect PD: the arm is where it was told to be
-            self.q = self.commands[-1].copy()
-        stamp = self.node.get_clock().now().to_msg()
-        if self.pose_on:
-            pose = PoseStamped()
-            pose.header.stamp, pose.header.frame_id = stamp, self.base_link
-            pose.pose.position.x, pose.pose.position.z, pose.pose.orientation.w = 0.57, 0.025, 1.0
-            self.pose_pub.publish(pose)
-        state = JointState(name=list(PUSH.task.joint_names), position=self.q.tolist(), velocity=[0.0] * 7)
-        state.header.stamp = stamp
-        self.state_pub.publish(state)
-
-
 def test_a_stale_object_pose_holds_the_arm_and_control_resumes_when_it_returns(tmp_path, rclpy_context):
-    kinematics = ArmKinematics(PUSH.task)
-    base_link = kinematics.base_link
-    kinematics.close()
     log = tmp_path / "controller.log"
     proc = start_node("controller_node", {**CHEAP_PLANNER, "task.name": "push", "task.goal_low": PUSH.task.goal_low,
                                           "task.goal_high": PUSH.task.goal_high, "task.max_episode_steps": 100000,
                                           "controller.model_path": untrained_checkpoint(tmp_path / "push.pt", PUSH)}, log)
-    arm = FakePushArm(rclpy_context, base_link)
+    # the arm side in real time: joint states and the object pose at 100 Hz (the pose can be stopped: pose_on)
+    arm = PerfectArm(rclpy_context, PUSH, (0.7, 0.0, 0.025), 0.01, object_xyz=(0.57, 0.0, 0.025))
     try:
         assert spin_until(arm.node, lambda: arm.status and arm.status[-1].mode in ("planning", "policy_fallback"),
                           90), log.read_text()[-3000:]
