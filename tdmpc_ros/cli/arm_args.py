@@ -1,11 +1,14 @@
-"""`--robot` and `--action-space`: the arm and its action space for the commands that build one (demos, train,
-eval, bench learn, demo), as config overrides."""
+"""`--task`, `--robot` and `--action-space`: the task, the arm and its action space for the commands that build
+one (demos, train, eval, bench learn, demo), as the config file and its overrides."""
 from __future__ import annotations
 
 import argparse
 
 
 def add_arm_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task", default=None,
+                        help="task.name (reach, push or package.module:Class); without --config a bundled "
+                             "config/<task>.yaml is used where there is one")
     parser.add_argument("--robot", default=None, help="the arm: kuka_iiwa, panda, xarm6 or a URDF file (task.robot; "
                                                        "joints, limits and home from its URDF; default: the config's)")
     parser.add_argument("--action-space", choices=["joint", "cartesian"], default=None,

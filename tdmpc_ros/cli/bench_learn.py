@@ -25,8 +25,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--env-steps", type=int, default=10_000, help="online env steps per seed")
     parser.add_argument("--preset", default=None, help="model size preset (default: the config's)")
     parser.add_argument("--demos", type=int, default=10, help="scripted-expert demo episodes per seed (0: none)")
-    parser.add_argument("--task", default=None, help="task.name (reach, push, package.module:Class); without "
-                                                     "--config a bundled config/<task>.yaml where there is one")
     parser.add_argument("--reward", choices=["dense", "sparse"], default=None, help="task.reward (default: config's)")
     parser.add_argument("--demo-ratio", type=float, default=None,
                         help="agent.demo_ratio: demo share of each online batch (0: demos for pretraining only)")

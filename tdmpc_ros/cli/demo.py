@@ -28,9 +28,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--realtime", action="store_true", help="real-time sim instead of lockstep")
     parser.add_argument("--config", default="", help="parameter file (default config/arm.yaml)")
     add_arm_arguments(parser)
-    parser.add_argument("--task", default=None,
-                        help="task.name (reach, push or package.module:Class); without --config a bundled "
-                             "config/<task>.yaml is used where there is one")
 
 
 def has_bags(folder: Path) -> bool:

@@ -14,9 +14,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap", help="rosbag2 storage format")
     parser.add_argument("--noise", type=float, default=0.1, help="Gaussian noise std on the expert's actions")
     parser.add_argument("--seed", type=int, default=0, help="seed for goals, start poses and noise")
-    parser.add_argument("--task", default=None,
-                        help="task.name (reach, push or package.module:Class); without --config a bundled "
-                             "config/<task>.yaml is used where there is one")
     parser.add_argument("--config", default=None, help="parameter file (default: config/arm.yaml)")
     add_arm_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object (success_rate, episodes, ...)")

@@ -51,7 +51,7 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict:
     """Run the evaluation; the figures as a dict."""
     import numpy as np
 
-    from tdmpc_ros.config import default_config_path, load_config
+    from tdmpc_ros.tasks import task_config
     from tdmpc_ros.learning.checkpoint import agent_from_checkpoint, check_arm, check_model_config, load_checkpoint
     from tdmpc_ros.planner import make_planner
     from tdmpc_ros.sim.env import ArmEnv, collect_episode
@@ -60,7 +60,7 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict:
         raise InputError(f"--episodes must be at least 1, got {args.episodes}")
     if args.onnx and args.backend != "onnx":
         raise InputError("--onnx needs --backend onnx")
-    cfg = load_config(args.config or default_config_path(), arm_overrides(args, {
+    cfg = task_config(args.task, args.config, arm_overrides(args, {
         "planner": {"backend": args.backend, "device": "cpu", "compile": args.compile, "threads": args.threads},
         "sim": {"seed": args.seed}}))
     ckpt = load_checkpoint(args.checkpoint)

@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from tdmpc_ros.config import default_config_path, load_config
+    from tdmpc_ros.tasks import task_config
     from tdmpc_ros.data.bags import read_episodes
     from tdmpc_ros.learning.agent import Agent
     from tdmpc_ros.learning.checkpoint import (agent_from_checkpoint, check_model_config, load_checkpoint,
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--updates must be at least 1, got {args.updates}")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    cfg = load_config(args.config or default_config_path(), overrides(args))
+    cfg = task_config(args.task, args.config, overrides(args))
     out = Path(args.out)
     device = resolve_device(cfg.agent.device)
     if args.resume:
