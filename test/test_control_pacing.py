@@ -31,27 +31,47 @@ def test_real_time_ticks_keep_the_grid_and_send_at_a_fixed_phase():
     assert schedule.skipped == 3
 
 
+def state(received: float, stamp_s: float = 0.0) -> JointSample:
+    """A joint state received at `received`, stamped `stamp_s` of the arm's time (0: unstamped)."""
+    return JointSample(NAMES, list(HOME), [0.0] * len(NAMES), received, int(stamp_s * 1e9))
+
+
 def test_lockstep_ticks_on_each_new_state_and_holds_the_world_for_the_learner():
     pacer = LockstepPacer(max_backlog=50, state_timeout=TIMEOUT)
-    assert pacer.should_tick(new_state=True, received=1.0, now=1.0)
-    pacer.commanded(1.01)
-    assert not pacer.should_tick(new_state=False, received=1.0, now=1.1)  # the arm has not answered yet
-    assert pacer.should_tick(new_state=True, received=1.05, now=1.1)  # its answer
+    assert pacer.should_tick(True, state(1.0), now=1.0)
+    pacer.commanded(1.01, state(1.0))
+    assert not pacer.should_tick(False, state(1.0), now=1.1)  # the arm has not answered yet
+    assert pacer.should_tick(True, state(1.05), now=1.1)  # its answer
     assert not pacer.learner_progress(51)  # the learner owes more than 50 env steps: the world waits
-    assert pacer.waiting_for_learner and not pacer.should_tick(new_state=True, received=1.2, now=1.2)
+    assert pacer.waiting_for_learner and not pacer.should_tick(True, state(1.2), now=1.2)
     assert pacer.learner_progress(50)  # caught up: the held state is ticked on
-    assert pacer.should_tick(new_state=True, received=1.2, now=9.0)
-    assert pacer.state_clock(received=1.2, now=9.0) == 1.2  # nothing commanded since: as fresh as the world
+    assert pacer.should_tick(True, state(1.2), now=9.0)
+    assert pacer.state_clock(state(1.2), now=9.0) == 1.2  # nothing commanded since: as fresh as the world
+
+
+def test_lockstep_does_not_take_a_state_stamped_before_the_command_for_its_answer():
+    """The sim arm repeats its state until an episode's first command arrives: one sent just before it took the
+    command comes after the command, stamped as the state the command was computed from, and is no answer."""
+    pacer = LockstepPacer(max_backlog=0, state_timeout=TIMEOUT)
+    assert pacer.should_tick(True, state(1.0, stamp_s=2.0), now=1.0)
+    pacer.commanded(1.01, state(1.0, stamp_s=2.0))
+    repeated = state(1.02, stamp_s=2.0)
+    assert not pacer.should_tick(True, repeated, now=1.03) and not pacer.answered(repeated)
+    assert pacer.state_clock(repeated, now=1.03) == 1.03
+    assert pacer.should_tick(True, state(1.04, stamp_s=2.05), now=1.05)  # one period on: the answer
+    # An arm whose clock started again (a new sim process) is taken once its command has gone unanswered that long
+    assert not pacer.should_tick(True, state(1.1, stamp_s=0.05), now=1.01 + TIMEOUT / 2)
+    assert pacer.should_tick(True, state(1.1, stamp_s=0.05), now=1.01 + TIMEOUT)
 
 
 def test_lockstep_re_ticks_a_state_only_when_nothing_is_pending_or_the_arm_is_gone():
     pacer = LockstepPacer(max_backlog=0, state_timeout=TIMEOUT)
-    assert pacer.should_tick(new_state=False, received=None, now=0.0)  # no state yet: the tick says so
-    assert pacer.should_tick(new_state=False, received=1.0, now=5.0)  # waiting for a model: look again
-    pacer.commanded(5.0)
-    assert not pacer.should_tick(new_state=False, received=1.0, now=5.0 + TIMEOUT / 2)
-    assert pacer.should_tick(new_state=False, received=1.0, now=5.0 + TIMEOUT)  # unanswered: tick, stale, hold
-    assert pacer.state_clock(received=1.0, now=5.0 + TIMEOUT) == 5.0 + TIMEOUT
+    assert pacer.should_tick(False, None, now=0.0)  # no state yet: the tick says so
+    assert pacer.should_tick(False, state(1.0), now=5.0)  # waiting for a model: look again
+    pacer.commanded(5.0, state(1.0))
+    assert not pacer.should_tick(False, state(1.0), now=5.0 + TIMEOUT / 2)
+    assert pacer.should_tick(False, state(1.0), now=5.0 + TIMEOUT)  # unanswered: tick, stale, hold
+    assert pacer.state_clock(state(1.0), now=5.0 + TIMEOUT) == 5.0 + TIMEOUT
     assert not pacer.learner_progress(10**9) and not pacer.waiting_for_learner  # 0: never wait for the learner
 
 

@@ -20,7 +20,8 @@ from tdmpc_ros.data.bags import read_episodes
 from tdmpc_ros.data.typestore import typestore
 from tdmpc_ros.kinematics import ArmKinematics
 from tdmpc_ros.learning.agent import Agent
-from tdmpc_ros.msg import Transition
+from tdmpc_ros.learning.checkpoint_file import file_sha256
+from tdmpc_ros.msg import ModelUpdate, Transition
 from tdmpc_ros.nodes import qos
 from tdmpc_ros.tasks import task_config
 
@@ -50,8 +51,10 @@ def test_object_pose_flows_to_the_controller_and_a_raw_bag_rebuilds_its_transiti
     log_path = tmp_path / "launch.log"
     with open(log_path, "w") as log:
         launcher = Launcher({"learn": "false", "lockstep": "true", "config": PUSH_YAML}, out=log,
-                            overrides={**CHEAP_PLANNER, "task.max_episode_steps": 10, "controller.model_path": model})
+                            overrides={**CHEAP_PLANNER, "task.max_episode_steps": 10,
+                                       "learner.weights_transport": "file"})  # the model by path, as announced
         node = rclpy.create_node("recorder", context=rclpy_context)
+        subscriptions = []
         for topic, cls in RECORDED.items():
             def record(msg, info, topic=topic):
                 recorded.append((info["source_timestamp"], topic, serialize_message(msg)))
@@ -59,10 +62,20 @@ def test_object_pose_flows_to_the_controller_and_a_raw_bag_rebuilds_its_transiti
                     stamp = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
                     poses.setdefault(stamp, []).append([msg.pose.position.x, msg.pose.position.y,
                                                         msg.pose.position.z])
-            node.create_subscription(cls, topic, record, qos.LATCHED if topic == topics.GOAL else qos.STATE)
+            # As deep as the transitions' queue: this process may lag the lockstep loop by more than STATE's 10
+            # messages on a busy machine, and the raw recording must hold every one.
+            subscriptions.append(node.create_subscription(cls, topic, record,
+                                                          qos.LATCHED if topic == topics.GOAL else qos.TRANSITIONS))
         node.create_subscription(Transition, topics.TRANSITIONS, transitions.append, qos.TRANSITIONS)
+        update_pub = node.create_publisher(ModelUpdate, topics.MODEL_UPDATES, qos.LATCHED)
         launcher.start()
         try:
+            # Without a model the lockstep controller commands nothing: the model is announced once this recorder
+            # has matched every publisher, so the raw recording holds the whole run (volatile topics keep nothing
+            # for a late subscriber).
+            assert spin_until(node, lambda: all(s.get_publisher_count() for s in subscriptions), 90), \
+                log_path.read_text()[-3000:]
+            update_pub.publish(ModelUpdate(version=1, path=model, sha256=file_sha256(model)))
             ended = lambda: sum(m.terminated or m.truncated for m in transitions)  # noqa: E731
             assert spin_until(node, lambda: ended() >= 3, 180), log_path.read_text()[-3000:]
         finally:

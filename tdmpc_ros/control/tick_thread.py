@@ -14,8 +14,9 @@ The thread runs SCHED_FIFO at `controller.thread_priority` where the process may
 stay at normal priority).
 
 Lockstep (`LockstepPacer`): the world advances one control period per command, so the controller ticks on each
-joint state it has not ticked on yet (once the task's sensor messages stamped alike have come too, or the state
-is `controller.state_timeout` old: the tick then holds on the stale sensor), and holds the world (ticks on
+joint state it has not ticked on yet that is stamped later than the state of its last command (once the task's
+sensor messages stamped alike have come too, or the state is `controller.state_timeout` old: the tick then
+holds on the stale sensor), and holds the world (ticks on
 nothing) while the learner owes updates for more than `controller.lockstep_max_backlog` env steps, so
 learning keeps its update-to-data ratio. A state it already ticked on is ticked on again while nothing was
 commanded since it came (waiting for a model, a goal or a reset: nothing is pending, so nothing is closed
@@ -69,6 +70,7 @@ class LockstepPacer:
         self.state_timeout = state_timeout
         self.backlog = 0
         self.last_command = -math.inf  # when the last command went out
+        self.commanded_stamp = -1  # the stamp (ns) of the state it was computed from
 
     @property
     def waiting_for_learner(self) -> bool:
@@ -80,26 +82,34 @@ class LockstepPacer:
         self.backlog = backlog_steps
         return was_waiting and not self.waiting_for_learner
 
-    def should_tick(self, new_state: bool, received: float | None, now: float) -> bool:
-        """`new_state`: a joint state not ticked on yet; `received`: when the newest state came (None: none)."""
+    def should_tick(self, new_state: bool, sample: JointSample | None, now: float) -> bool:
+        """`new_state`: a joint state not ticked on yet; `sample`: the newest state (None: none)."""
         if self.waiting_for_learner:
             return False
-        if new_state or received is None or self.answered(received):
+        if sample is None or ((new_state or self.answered(sample)) and self.after_command(sample)):
             return True
         return now - self.last_command >= self.state_timeout
 
-    def answered(self, received: float) -> bool:
-        """Nothing was commanded since the state received at `received`. In a tie the command counts as later:
-        ticking twice on the state it was sent from would close that step with a state from before it."""
-        return self.last_command < received
+    def after_command(self, sample: JointSample) -> bool:
+        """Later in the arm's time than the state the last command was computed from (or unstamped). The arm
+        advances its clock one period per command, so a state stamped no later was published before it took
+        that command (the sim arm's heartbeat while it waits for an episode's first command): ticking on it
+        would close the step with the pose the step started from."""
+        return sample.stamp_ns == 0 or sample.stamp_ns > self.commanded_stamp
 
-    def state_clock(self, received: float | None, now: float) -> float:
+    def answered(self, sample: JointSample) -> bool:
+        """Nothing was commanded since `sample` came. In a tie the command counts as later: ticking twice on the
+        state it was sent from would close that step with a state from before it."""
+        return self.last_command < sample.received and self.after_command(sample)
+
+    def state_clock(self, sample: JointSample | None, now: float) -> float:
         """The time to judge the state's age by: a state with no command since is as fresh as the world is
         (it may have been held for the learner); otherwise the clock, so an unanswered command turns it stale."""
-        return received if received is not None and self.answered(received) else now
+        return sample.received if sample is not None and self.answered(sample) else now
 
-    def commanded(self, now: float) -> None:
+    def commanded(self, now: float, sample: JointSample) -> None:
         self.last_command = now
+        self.commanded_stamp = sample.stamp_ns
 
 
 class TickThread:
@@ -199,18 +209,17 @@ class TickThread:
         """One wake of the lockstep thread: tick if the pacer says so, on the newest sample."""
         sample, seq, sensed = self._take()
         now = self.clock()
-        received = sample.received if sample is not None else None
         new_state = seq != self._ticked_seq
-        if new_state and self.sensors_behind(sample, sensed) and now - received < self.pacer.state_timeout:
+        if new_state and self.sensors_behind(sample, sensed) and now - sample.received < self.pacer.state_timeout:
             return  # the task's sensor messages of this state are still on their way
-        if not self.pacer.should_tick(new_state, received, now):
+        if not self.pacer.should_tick(new_state, sample, now):
             return
         self._ticked_seq = seq
         if new_state:
             self._used_sensed = sensed
-        sent_at = self._tick(sample, self.pacer.state_clock(received, now), None, sensed)
+        sent_at = self._tick(sample, self.pacer.state_clock(sample, now), None, sensed)
         if sent_at is not None:
-            self.pacer.commanded(sent_at)
+            self.pacer.commanded(sent_at, sample)
 
     def sensors_behind(self, sample: JointSample, sensed: dict[str, SensorSample]) -> bool:
         """Lockstep: a sensor of the task has not sent its message of this joint state yet."""
