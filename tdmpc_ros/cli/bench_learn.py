@@ -159,8 +159,9 @@ def run(args: argparse.Namespace) -> int:
             f"{seeds[-1]['env_steps_to_90']}")
         # Written after every seed, so a long benchmark leaves its finished seeds behind if stopped.
         write_csv(csv_path, results)
-        plot(png, results, f"{cfg.task.name} ({cfg.task.reward} reward), {cfg.model.preset} preset, {args.demos} "
-                           f"demos (demo_ratio {cfg.agent.demo_ratio:g}), {len(results)} seed(s)")
+        plot(png, results, f"{cfg.task.name} ({cfg.task.reward} reward), {os.path.basename(cfg.task.robot)}, "
+                           f"{cfg.task.action_space} actions, {cfg.model.preset} preset, {args.demos} demos "
+                           f"(demo_ratio {cfg.agent.demo_ratio:g}), {len(results)} seed(s)")
     reached = [s["env_steps_to_90"] for s in seeds]
     print(json.dumps({
         "success_metric": SUCCESS_METRIC, "target_rate": TARGET_RATE, "env_steps": args.env_steps,
