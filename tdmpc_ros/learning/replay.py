@@ -7,12 +7,21 @@ one episode. Sampling picks uniformly among those starts: O(batch * horizon), wh
 from __future__ import annotations
 
 from collections import Counter, deque
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from tdmpc_ros.config import Config
 from tdmpc_ros.data.episode import Episode
+
+
+class Stored(NamedTuple):
+    """One episode in an EpisodeRing."""
+
+    steps: int
+    starts: int  # window starts it holds
+    key: tuple[str, int]  # (arm, episode_id)
 
 
 class EpisodeRing:
@@ -32,8 +41,7 @@ class EpisodeRing:
         self.head = self.used = 0  # first row of the oldest episode; rows in use
         self.starts_head = self.num_starts = 0
         self.steps = 0
-        self.episodes: deque[tuple[int, int]] = deque()  # (steps, window starts) per episode, oldest first
-        self.keys: deque[tuple[str, int]] = deque()  # (arm, episode_id) per episode, oldest first
+        self.episodes: deque[Stored] = deque()  # oldest first
 
     @property
     def rows(self) -> int:
@@ -58,8 +66,7 @@ class EpisodeRing:
         self.num_starts += count
         self.used += need
         self.steps += steps
-        self.episodes.append((steps, count))
-        self.keys.append((episode.arm, episode.episode_id))
+        self.episodes.append(Stored(steps, count, (episode.arm, episode.episode_id)))
 
     def _grow(self, needed: int) -> None:
         """Larger arrays; only ever called before the first eviction, so contents start at row 0 unwrapped."""
@@ -73,8 +80,7 @@ class EpisodeRing:
             setattr(self, name, new)
 
     def _evict(self) -> None:
-        steps, count = self.episodes.popleft()
-        self.keys.popleft()
+        steps, count, _ = self.episodes.popleft()
         self.head = (self.head + steps + 1) % self.rows
         self.used -= steps + 1
         self.steps -= steps
@@ -140,7 +146,7 @@ class Replay:
 
     def online_keys(self) -> list[tuple[str, int]]:
         """(arm, episode_id) of every online episode held, oldest first: ids repeat across arms, never within one."""
-        return list(self.online.keys)
+        return [stored.key for stored in self.online.episodes]
 
     def sample(self, batch_size: int, horizon: int, rng: np.random.Generator,
                device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
