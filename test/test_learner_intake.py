@@ -1,5 +1,5 @@
 """The learner's intake (issues #21, #18): every transition stored or every loss counted, and no message its type
-allows harms it. Unit tests drive data.transitions.LiveIntake with serialised messages as DDS delivers them;
+allows harms it. Unit tests drive data.live_intake.LiveIntake with serialised messages as DDS delivers them;
 the ROS tests feed a live learner node over real DDS and check its own reports against its bags."""
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from ros_helpers import spin_until, start_node, stop
 from test_learner_node import demo_dir  # noqa: F401  (fixture: demo bags)
 from tdmpc_ros.config import Config, config_from_dict, default_config_path, load_config
 from tdmpc_ros.data.bags import read_episodes
-from tdmpc_ros.data.transitions import LiveIntake, TransitionError, decode_transition, transition_cdr_bytes
+from tdmpc_ros.data.live_intake import LiveIntake, TransitionError, decode_transition, transition_cdr_bytes
 
 CFG = Config()
 OBS, ACT = CFG.model.obs_dim, CFG.model.action_dim

@@ -9,7 +9,7 @@ Publishes   model_updates (tdmpc_ros/ModelUpdate; latched), model_weights (tdmpc
             while the learner's backlog is large), /diagnostics
 
 Transitions are taken as the serialised bytes DDS delivered: checked field by field before anything is
-converted (data.transitions.LiveIntake: sizes against the config, NaN/inf, step order, per-publisher sequence
+converted (data.live_intake.LiveIntake: sizes against the config, NaN/inf, step order, per-publisher sequence
 numbers, so every loss is counted) and appended unchanged to an online rosbag2 (mcap) in
 `learner.run_dir/online` as they arrive (a fleet's arm `a` in `online/a`, episode ids being each arm's own). The
 backlog lockstep controllers pace by is every arm's. On start the node resumes from the newest valid checkpoint
@@ -33,8 +33,8 @@ from rclpy.subscription import MessageInfo
 
 from tdmpc_ros import topics
 from tdmpc_ros.data.bags import read_episodes
+from tdmpc_ros.data.live_intake import LiveIntake, transition_cdr_bytes
 from tdmpc_ros.data.online_bags import ArmBags
-from tdmpc_ros.data.transitions import LiveIntake, transition_cdr_bytes
 from tdmpc_ros.learning.checkpoint_file import file_sha256
 from tdmpc_ros.learning.learner import Learner, Published
 from tdmpc_ros.learning.metrics import MetricsLogger
