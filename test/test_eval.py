@@ -38,6 +38,9 @@ def torch_eval():
 def test_torch_planner_reaches_most_goals(torch_eval):
     result = torch_eval
     assert result["success_rate"] >= 0.8, result
+    radius = load_config(default_config_path()).task.success_radius
+    assert len(result["final_distances"]) == 10
+    assert all(d <= radius for d, s in zip(result["final_distances"], result["successes"]) if s), result
     assert result["mean_length"] < load_config(default_config_path()).task.max_episode_steps
 
 

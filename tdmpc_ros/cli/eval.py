@@ -74,7 +74,7 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict:
         planner = make_planner(model, cfg.planner, ckpt.config.discount, seed=args.seed)
     setup_s = time.perf_counter() - start
     env = ArmEnv(cfg)
-    latencies, episodes = [], []
+    latencies, episodes, distances = [], [], []
 
     def act(obs, info):
         mark = time.perf_counter()
@@ -85,7 +85,9 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict:
     try:
         for i in range(args.episodes):
             planner.reset()
-            episodes.append(collect_episode(env, act, i)[0])
+            episode, last = collect_episode(env, act, i)
+            episodes.append(episode)
+            distances.append(round(float(last["distance"]), 4))
     finally:
         env.close()
     ms = np.asarray(latencies) * 1e3
@@ -95,6 +97,8 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict:
         "mean_return": float(np.mean([e.episode_return for e in episodes])),
         "mean_length": float(np.mean([len(e) for e in episodes])),
         "successes": [bool(e.success) for e in episodes],
+        # the task's distance to its goal as each episode ended (m; reach: the end effector's, push: the cube's)
+        "final_distances": distances,
         "plan_p50_ms": float(np.percentile(ms, 50)), "plan_p99_ms": float(np.percentile(ms, 99)),
         "setup_s": round(setup_s, 2), "updates": int(ckpt.meta.get("updates", 0)),
         "env_steps": int(ckpt.meta.get("env_steps", 0)),
