@@ -342,9 +342,15 @@ def test_learner_death_mid_checkpoint_and_pause(tmp_path, demo_dir, rclpy_contex
     missing = set(during_pause) - bag_keys(run_dir / "online" / "online_0001")
     assert len(during_pause) >= 2 * RATE and not missing, sorted(missing)
 
-    announced = verify_announcements(obs.updates[restarted_versions:]) | {u.version for u in obs.updates}
+    verify_announcements(obs.updates[restarted_versions:])
+    # What the learner published, from its logs: the observer's latched, depth-1 model_updates reader can miss an
+    # announcement superseded before it was acknowledged (a busy machine), while the controller took the
+    # version's weights on their own deep topic.
+    announced = {int(v) for log in ("learner0.log", "learner1.log")
+                 for v in re.findall(r"published model v(\d+)", (tmp_path / log).read_text())}
+    assert {u.version for u in obs.updates} <= announced
     used = {s.model_version for _, s in obs.status if s.model_version}
-    assert used <= set(announced), (used, sorted(announced))
+    assert used <= announced, (used, sorted(announced))
     print(f"\nlearner SIGKILL {'during' if caught else 'between'} checkpoint writes: {len(published)} transitions "
           f"published before the kill, {len(lost)} lost (unflushed tail); controller stayed on model "
           f"v{version_at_kill}; restart skipped the damaged {newest.name} and resumed; SIGSTOP 3 s: "
