@@ -70,3 +70,28 @@ def test_bench_learn_writes_json_csv_and_png(tmp_path, capsys):
         rows = list(csv.DictReader(f))
     assert {row["seed"] for row in rows} == {"0", "1"}
     assert sum(int(row["length"]) for row in rows if row["seed"] == "0") == report["seeds"][0]["curve"][-1][0]
+
+
+@pytest.mark.unit
+def test_bench_learn_compare_labels_runs_by_what_differs(tmp_path, capsys):
+    """An ablation's plot: the runs' curves together, each named by the settings in which the runs differ."""
+    def run(demos: int, ratio: float) -> str:
+        seed = {"seed": 0, "curve": [[500, 0.0], [1000, 0.5 * ratio]], "env_steps_to_50": None, "env_steps_to_80": None,
+                "env_steps_to_90": None, "final_success_rate": 0.5 * ratio}
+        report = {"task": "push", "seeds": [seed], "demos": demos, "demo_ratio": ratio, "reward": "dense",
+                  "env_steps": 1000, "config": {"task": {"robot": "kuka_iiwa", "action_space": "joint"}}}
+        path = tmp_path / f"d{demos}_r{ratio}.json"
+        path.write_text(json.dumps(report))
+        return str(path)
+
+    runs = [run(20, 0.5), run(20, 0.0), run(0, 0.5)]
+    png = tmp_path / "ablation.png"
+    assert main(["bench", "learn", "--compare", *runs, "--png", str(png)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert [r["label"] for r in result["runs"]] == ["20 demos, demo_ratio 0.5", "20 demos, demo_ratio 0",
+                                                   "0 demos, demo_ratio 0.5"]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = tmp_path / "other.json"
+    bad.write_text(json.dumps({"task": "push", "seeds": []}))
+    assert main(["bench", "learn", "--compare", runs[0], str(bad)]) == 2
+    assert "other.json is not a bench learn JSON" in capsys.readouterr().err

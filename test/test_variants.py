@@ -4,6 +4,8 @@ the same draws, and a short fixed-seed run whose losses fall; FSQ's quantiser an
 checkpoint of one variant refused under another's config, naming the field."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -249,3 +251,25 @@ def test_bench_variants_names_an_unknown_variant(capsys):
 
     assert main(["bench", "variants", "--variants", "tdmpc2,dreamerv3"]) == 2
     assert "--variants: unknown ['dreamerv3']" in capsys.readouterr().err
+
+
+def test_bench_variants_combines_runs_of_one_protocol(tmp_path, capsys):
+    """Runs made one variant per process become one report and one plot; runs of another protocol are refused."""
+    from tdmpc_ros.cli.main import main
+
+    def run(variant: str, env_steps: int = 1000) -> str:
+        seed = {"seed": 0, "curve": [[500, 0.1], [1000, 0.4]], "env_steps_to_90": None, "final_success_rate": 0.4}
+        path = tmp_path / f"{variant}_{env_steps}.json"
+        path.write_text(json.dumps({"task": "reach", "env_steps": env_steps, "seeds": 1, "demos": 10,
+                                    "load_avg_1m": 1.0, "variants": [{"variant": variant, "seeds": [seed]}]}))
+        return str(path)
+
+    out, png = tmp_path / "all.json", tmp_path / "all.png"
+    assert main(["bench", "variants", "--combine", run("tdmpc2"), run("fsq"), "--out", str(out), "--png",
+                 str(png)]) == 0
+    report = json.loads(out.read_text())
+    assert [v["variant"] for v in report["variants"]] == ["tdmpc2", "fsq"] and report["load_avg_1m"] == [1.0, 1.0]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    capsys.readouterr()
+    assert main(["bench", "variants", "--combine", run("tdmpc2"), run("fsq", 2000), "--out", str(out)]) == 2
+    assert "the runs differ" in capsys.readouterr().err

@@ -46,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "summed over the arms; 0: in-process, no ROS")
     parser.add_argument("--max-wall-s", type=float, default=0.0,
                         help="with --arms: stop a seed after this long (0: no limit)")
+    parser.add_argument("--compare", nargs="+", default=None, metavar="JSON",
+                        help="run nothing: plot earlier runs' JSON objects together (--png; e.g. an ablation), each "
+                             "labelled by the settings in which the runs differ")
 
 
 def curve_points(result, every: int = 500) -> list[list[float]]:
@@ -98,6 +101,47 @@ def plot(path: Path, results, title: str) -> None:
     save_figure(fig, path)
 
 
+# What a comparison's labels are made of: the settings in which its runs differ (name -> read from a run's JSON).
+COMPARED = {
+    "demos": lambda r: f"{r['demos']} demos", "demo_ratio": lambda r: f"demo_ratio {r['demo_ratio']:g}",
+    "reward": lambda r: f"{r['reward']} reward", "env_steps": lambda r: f"{r['env_steps']} steps",
+    "robot": lambda r: os.path.basename(r["config"]["task"]["robot"]),
+    "action_space": lambda r: f"{r['config']['task']['action_space']} actions",
+}
+
+
+def run_settings(path: str, report: dict) -> dict[str, str]:
+    """COMPARED's settings of one run's JSON; an InputError naming the file if it is not one."""
+    try:
+        if "task" in report and "seeds" in report:
+            return {name: read(report) for name, read in COMPARED.items()}
+    except (KeyError, TypeError):
+        pass
+    raise InputError(f"--compare: {path} is not a bench learn JSON of this version (it lacks the task, the seeds or "
+                     f"one of {list(COMPARED)})")
+
+
+def compare(args: argparse.Namespace) -> int:
+    """One plot of several runs' curves, labelled by what differs between them; their figures as JSON."""
+    from tdmpc_ros.learning.metrics import plot_success_curves
+
+    reports = [json.loads(Path(path).read_text()) for path in args.compare]
+    settings = [run_settings(path, report) for path, report in zip(args.compare, reports)]
+    if len({r["task"] for r in reports}) != 1:
+        raise InputError(f"--compare: runs of one task only, got {sorted({r['task'] for r in reports})}")
+    differ = [name for name in COMPARED if len({s[name] for s in settings}) > 1]
+    labels = [", ".join(s[name] for name in differ) or path for s, path in zip(settings, args.compare)]
+    same = ", ".join(text for name, text in settings[0].items() if name not in differ)
+    png = Path(args.png or DEFAULT_PNG)
+    plot_success_curves(png, [(label, r["seeds"]) for label, r in zip(labels, reports)],
+                        f"{reports[0]['task']}, {same}", TARGET_RATE)
+    print(json.dumps({"png": str(png), "runs": [
+        {"label": label, "json": path, "seeds": [
+            {k: s[k] for k in ("seed", "env_steps_to_50", "env_steps_to_80", "env_steps_to_90", "final_success_rate")}
+            for s in r["seeds"]]} for label, path, r in zip(labels, args.compare, reports)]}))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     import sys
 
@@ -107,6 +151,8 @@ def run(args: argparse.Namespace) -> int:
     from tdmpc_ros.learning.online_loop import SUCCESS_METRIC, run_online
     from tdmpc_ros.tasks import task_config
 
+    if args.compare:
+        return compare(args)
     if args.seeds < 1 or args.env_steps < 1 or args.demos < 0:
         raise InputError("--seeds and --env-steps must be at least 1, --demos at least 0")
     if args.arms and (args.robot or args.action_space or args.task or args.reward or args.demo_ratio is not None

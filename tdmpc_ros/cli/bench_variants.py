@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from tdmpc_ros.errors import InputError
+from tdmpc_ros.learning.metrics import plot_success_curves
 
 # name -> config overrides; "tdmpc2" is the package's default model.
 VARIANTS: dict[str, dict[str, dict]] = {
@@ -103,31 +104,6 @@ def measure_checkpoint(path: str, threads: int) -> dict:
             "parameters": parameter_counts(agent.model)["total"] + count_parameters(agent.decoder)}
 
 
-def plot(path: Path, rows: list[dict], title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from tdmpc_ros.learning.metrics import save_figure
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for i, row in enumerate(rows):
-        color = f"C{i}"
-        for j, seed in enumerate(row["seeds"]):
-            steps, rates = zip(*seed["curve"]) if seed["curve"] else ((), ())
-            ax.plot(steps, rates, color=color, lw=1.3, alpha=1.0 if j == 0 else 0.6,
-                    label=row["variant"] if j == 0 else None)
-    ax.axhline(0.9, color="gray", ls="--", lw=0.8)
-    ax.set_xlabel("online env steps")
-    ax.set_ylabel("success rate (last 20 ep.)")
-    ax.set_ylim(-0.02, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    ax.set_title(title, fontsize=10)
-    save_figure(fig, path)
-
-
 def combine(args: argparse.Namespace) -> int:
     """One report and plot from several runs' JSON files (the same task, steps and seeds)."""
     reports = [json.loads(Path(path).read_text()) for path in args.combine]
@@ -137,8 +113,9 @@ def combine(args: argparse.Namespace) -> int:
     report = dict(reports[0], variants=[row for r in reports for row in r["variants"]], png=args.png,
                   combined_from=list(args.combine), load_avg_1m=[r["load_avg_1m"] for r in reports])
     first = reports[0]
-    plot(Path(args.png), report["variants"], f"{first['task']}, {first['seeds']} seed(s) x {first['env_steps']} "
-                                             f"env steps, {first['demos']} demos")
+    plot_success_curves(Path(args.png), [(row["variant"], row["seeds"]) for row in report["variants"]],
+                        f"{first['task']}, {first['seeds']} seed(s) x {first['env_steps']} env steps, "
+                        f"{first['demos']} demos")
     Path(args.out).write_text(json.dumps(report, indent=1))
     print(json.dumps(report))
     return 0
@@ -173,8 +150,8 @@ def run(args: argparse.Namespace) -> int:
         rows.append({"variant": name, "overrides": VARIANTS[name], **measured, "seeds": seeds})
         print(f"variant {name}: to 90 % {[s['env_steps_to_90'] for s in seeds]}, final "
               f"{[s['final_success_rate'] for s in seeds]}, p50 {measured['plan_p50_ms']} ms", file=out, flush=True)
-        plot(Path(args.png), rows, f"{args.task}, {args.seeds} seed(s) x {args.env_steps} env steps, "
-                                   f"{args.demos} demos")
+        plot_success_curves(Path(args.png), [(row["variant"], row["seeds"]) for row in rows],
+                            f"{args.task}, {args.seeds} seed(s) x {args.env_steps} env steps, {args.demos} demos")
         report = {"task": args.task, "env_steps": args.env_steps, "seeds": args.seeds, "demos": args.demos,
                   "agent_compile": args.compile_train, "cpu_count": os.cpu_count(),
                   "load_avg_1m": round(os.getloadavg()[0], 2), "torch_threads": args.threads, "png": args.png,

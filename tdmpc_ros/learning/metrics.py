@@ -123,3 +123,26 @@ def save_figure(fig, path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_success_curves(path, runs: list[tuple[str, list[dict]]], title: str, target: float = 0.9) -> Path:
+    """Rolling success against env steps, one colour per labelled run and one line per seed (each seed a
+    benchmark JSON's {"curve": [[env_steps, rate], ...]}), the target rate dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, (label, seeds) in enumerate(runs):
+        for j, seed in enumerate(seeds):
+            steps, rates = zip(*seed["curve"]) if seed["curve"] else ((), ())
+            ax.plot(steps, rates, color=f"C{i}", lw=1.3, alpha=1.0 if j == 0 else 0.6, label=label if j == 0 else None)
+    ax.axhline(target, color="gray", ls="--", lw=0.8)
+    ax.set_xlabel("online env steps")
+    ax.set_ylabel("success rate (last 20 ep.)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left")
+    ax.set_title(title, fontsize=10)
+    return save_figure(fig, path)
