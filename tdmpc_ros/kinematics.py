@@ -143,8 +143,9 @@ class ArmKinematics:
         orientation in q_rest)."""
         q_rest = np.asarray(q_rest, np.float64)
         if keep_orientation:
-            orientation = self.pose(q_rest)[1]
-        self._set(q_rest)
+            orientation = self.pose(q_rest)[1]  # sets the joints to q_rest too
+        else:
+            self._set(q_rest)
         # Null-space IK over all movable DoF: ours get the safe limits and rest pose, others stay where they are.
         rest = np.array([s[0] for s in p.getJointStates(self.arm.body, self.arm.movable, physicsClientId=self.client)])
         lower, upper = rest - 1e-3, rest + 1e-3

@@ -86,7 +86,7 @@ class LockstepPacer:
         """`new_state`: a joint state not ticked on yet; `sample`: the newest state (None: none)."""
         if self.waiting_for_learner:
             return False
-        if sample is None or ((new_state or self.answered(sample)) and self.after_command(sample)):
+        if sample is None or (new_state and self.after_command(sample)) or self.answered(sample):
             return True
         return now - self.last_command >= self.state_timeout
 
