@@ -35,12 +35,15 @@ CHEAP_PLANNER = {"planner.compile": False, "planner.num_samples": 64, "planner.n
                  "planner.num_elites": 8, "planner.iterations": 2}  # a node's planner, cheap enough for tests
 
 
-def untrained_checkpoint(path, cfg) -> str:
-    """An untrained agent of `cfg` saved as a checkpoint at `path`; returns the path (a node parameter)."""
+def untrained_checkpoint(path, cfg=None, seed: int = 1) -> str:
+    """An untrained agent of `cfg` (default: the default config with agent.seed `seed`) saved as a checkpoint at
+    `path`; returns the path (a node parameter)."""
+    from tdmpc_ros.config import load_config
     from tdmpc_ros.learning.agent import Agent
     from tdmpc_ros.learning.checkpoint import save_checkpoint
 
-    save_checkpoint(path, Agent(cfg), {"updates": 0, "env_steps": 0})
+    agent = Agent(cfg or load_config(overrides={"agent": {"seed": seed}}))
+    save_checkpoint(path, agent, {"updates": 0, "env_steps": 0})
     return str(path)
 
 

@@ -18,13 +18,12 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import SetBool
 
-from ros_helpers import CHEAP_PLANNER, CONFIG, next_items, spin_until, start_node, stop
+from ros_helpers import CHEAP_PLANNER, CONFIG, next_items, spin_until, start_node, stop, untrained_checkpoint
 from tdmpc_ros import topics
 from tdmpc_ros.cli.launch import Launcher
-from tdmpc_ros.config import Config, load_config
+from tdmpc_ros.config import Config
 from tdmpc_ros.kinematics import ArmKinematics
-from tdmpc_ros.learning.agent import Agent
-from tdmpc_ros.learning.checkpoint import save_checkpoint
+from tdmpc_ros.learning.checkpoint_file import file_sha256
 from tdmpc_ros.msg import LearnerProgress, ModelUpdate, PlannerStatus, Transition
 from tdmpc_ros.nodes import qos
 
@@ -104,17 +103,12 @@ class FakeArm:
 SETTLE = 3  # items that may still come from ticks before a change took effect
 
 
-def write_checkpoint(path, seed):
-    cfg = load_config(overrides={"agent": {"seed": seed}})
-    return save_checkpoint(path, Agent(cfg), {"updates": 0, "env_steps": 0})
-
-
 @pytest.fixture
 def controller(tmp_path, ros_domain, rclpy_context):
     procs = []
 
     def start(**params):
-        write_checkpoint(tmp_path / "v1.pt", seed=1)
+        untrained_checkpoint(tmp_path / "v1.pt", seed=1)
         log = tmp_path / f"controller{len(procs)}.log"
         procs.append((start_node("controller_node", {"controller.model_path": str(tmp_path / "v1.pt"),
                                                      **FAST_PLANNER, **params}, log), log))
@@ -156,7 +150,7 @@ def test_fixed_rate_faults_hold_and_recover(controller):
 
 def test_model_updates_swap_without_gap_and_bad_ones_are_rejected(controller, tmp_path):
     arm, log = controller()
-    sha = write_checkpoint(tmp_path / "v2.pt", seed=2)
+    sha = file_sha256(untrained_checkpoint(tmp_path / "v2.pt", seed=2))
     corrupt = tmp_path / "v3.pt"
     corrupt.write_bytes((tmp_path / "v2.pt").read_bytes()[:5000])  # a partial file
     arm.longest_unanswered = 0
@@ -249,7 +243,7 @@ def test_control_only_episodes_start_with_the_model_and_end_by_the_controller(tm
     transition) before the model; each episode ends on the controller's word with a flagged step, and the arm's
     reset gives the next one a new goal. In lockstep the arm's /clock advances one period per command and the
     transitions are stamped with it."""
-    sha = write_checkpoint(tmp_path / "v1.pt", seed=1)
+    sha = file_sha256(untrained_checkpoint(tmp_path / "v1.pt", seed=1))
     log_path = tmp_path / "launch.log"
     with open(log_path, "w") as log:
         launcher = Launcher({"learn": "false", "lockstep": str(lockstep).lower(), "config": str(CONFIG)}, out=log,

@@ -36,12 +36,12 @@ def torch_eval():
 
 
 def test_torch_planner_reaches_most_goals(torch_eval):
-    result = torch_eval
+    result, task = torch_eval, load_config(default_config_path()).task
     assert result["success_rate"] >= 0.8, result
-    radius = load_config(default_config_path()).task.success_radius
+    radius = task.success_radius
     assert len(result["final_distances"]) == 10
     assert all(d <= radius for d, s in zip(result["final_distances"], result["successes"]) if s), result
-    assert result["mean_length"] < load_config(default_config_path()).task.max_episode_steps
+    assert result["mean_length"] < task.max_episode_steps
 
 
 def test_shipped_onnx_graph_matches_torch(torch_eval):

@@ -22,13 +22,14 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from ros_helpers import next_items, spin_until, start_node, stop
+from ros_helpers import next_items, spin_until, start_node, stop, untrained_checkpoint
 from test_arm_node import FLOAT_TOPIC, HOME, NAMES, arm_node  # noqa: F401  (fixture: arm + probe)
-from test_controller_node import KIN, controller, write_checkpoint  # noqa: F401  (fixture: controller + FakeArm)
+from test_controller_node import KIN, controller  # noqa: F401  (fixture: controller + FakeArm)
 from test_learner_node import STEPS_PER_EPISODE, Peer, demo_dir  # noqa: F401  (fixture: demo bags)
 from tdmpc_ros import topics
 from tdmpc_ros.config import Config
 from tdmpc_ros.data.bags import read_episodes
+from tdmpc_ros.learning.checkpoint_file import file_sha256
 from tdmpc_ros.msg import LearnerProgress, ModelUpdate, Transition
 from tdmpc_ros.nodes import guarded
 from tdmpc_ros.tasks.base import VELOCITY_SCALE
@@ -188,7 +189,7 @@ class RunsCode:
 def test_controller_rejects_every_bad_model_file(controller, tmp_path):  # noqa: F811
     arm, log = controller()
     good = tmp_path / "good.pt"
-    sha = write_checkpoint(good, seed=3)
+    sha = file_sha256(untrained_checkpoint(good, seed=3))
     data = good.read_bytes()
     marker = tmp_path / "code_ran"
     flipped = bytearray(data)
@@ -326,7 +327,7 @@ def test_controller_survives_malformed_messages_on_every_input(controller, tmp_p
 
     # model_updates: bad fields never reach the loader, bad files are refused by it; v1 keeps running
     good = tmp_path / "v2.pt"
-    sha = write_checkpoint(good, seed=2)
+    sha = file_sha256(untrained_checkpoint(good, seed=2))
     os.mkfifo(tmp_path / "fifo.pt")
     (tmp_path / "dir.pt").mkdir()
     for version, path, digest, words in [

@@ -2,7 +2,6 @@
 rebuilds into the controller's own transitions, and a stale object pose holds the arm until it comes back."""
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import rclpy

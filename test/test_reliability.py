@@ -16,14 +16,13 @@ from geometry_msgs.msg import PointStamped
 from rosbags.rosbag2 import Reader
 from std_msgs.msg import Float64MultiArray
 
-from ros_helpers import CHEAP_PLANNER as FAST_PLANNER, spin_until, start_node, stop
+from ros_helpers import CHEAP_PLANNER as FAST_PLANNER, spin_until, start_node, stop, untrained_checkpoint
 from tdmpc_ros import topics
 from tdmpc_ros.cli.harness import GraphObserver
-from tdmpc_ros.config import Config, load_config
+from tdmpc_ros.config import Config
 from tdmpc_ros.data.bags import read_episodes
 from tdmpc_ros.data.typestore import TRANSITION, typestore
-from tdmpc_ros.learning.agent import Agent
-from tdmpc_ros.learning.checkpoint import load_checkpoint, save_checkpoint
+from tdmpc_ros.learning.checkpoint import load_checkpoint
 from tdmpc_ros.learning.checkpoint_file import CheckpointError
 from tdmpc_ros.msg import ModelUpdate, PlannerStatus, Transition
 from tdmpc_ros.nodes import qos
@@ -127,11 +126,6 @@ def settled_states(obs: Observer, since: float, timeout: float = 10.0) -> np.nda
     return last_half_second()
 
 
-def write_checkpoint(path, seed: int = 1):
-    return save_checkpoint(path, Agent(load_config(overrides={"agent": {"seed": seed}})),
-                           {"updates": 0, "env_steps": 0})
-
-
 @pytest.fixture
 def procs():
     """Started node processes; every one still running at the end must exit cleanly on SIGINT."""
@@ -147,7 +141,7 @@ def procs():
 def test_arm_and_controller_deaths_and_pauses(tmp_path, rclpy_context, procs):
     """Arm SIGKILL / SIGSTOP: the controller holds within state_timeout, reports it, resumes by itself.
     Controller SIGKILL: the arm holds its last target; a restarted controller starts from the measured q."""
-    write_checkpoint(tmp_path / "v1.pt")
+    untrained_checkpoint(tmp_path / "v1.pt")
     controller_params = {"controller.model_path": str(tmp_path / "v1.pt"), **FAST_PLANNER}
     arm = start_node("arm_node", {}, tmp_path / "arm0.log")
     controller = start_node("controller_node", controller_params, tmp_path / "controller0.log")

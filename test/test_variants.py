@@ -139,10 +139,15 @@ def test_fsq_expected_code_is_the_probability_weighted_code_and_deterministic():
     logits = torch.randn(6, 4 * 15)
     assert torch.equal(fsq.expected_code(logits), fsq.expected_code(logits))
     assert fsq.expected_code(torch.zeros(6, 60)).abs().max() < 1e-6  # uniform over a symmetric grid: the centre
-    two = torch.full((1, 4, 15), -1e4)
-    two[..., 0], two[..., 14] = 20.0, 20.0  # half the mass on each of the grid's two corners: their midpoint
-    np.testing.assert_allclose(fsq.expected_code(two.reshape(1, -1)).reshape(4, 2),
-                               ((fsq.codebook[0] + fsq.codebook[14]) / 2).expand(4, 2), atol=1e-6)
+    # codes in row-major order of the levels: code 0 is (-1, -1), code 1 (-1, 0); 3:1 on them gives (-1, -0.75)
+    mix = torch.full((1, 4, 15), -1e4)
+    mix[..., 0], mix[..., 1] = float(np.log(3.0)), 0.0
+    np.testing.assert_allclose(fsq.expected_code(mix.reshape(1, -1)).reshape(4, 2),
+                               torch.tensor([[-1.0, -0.75]]).expand(4, 2), atol=1e-6)
+    one = torch.full((1, 4, 15), -1e4)
+    one[..., 1] = 0.0
+    np.testing.assert_allclose(fsq.expected_code(one.reshape(1, -1)).reshape(4, 2),
+                               torch.tensor([[-1.0, 0.0]]).expand(4, 2), atol=1e-6)
     # training's straight-through Gumbel-softmax sample: on the grid, random, and differentiable
     logits.requires_grad_(True)
     sample = fsq.sample_code(logits)

@@ -8,8 +8,8 @@ import os
 
 import pytest
 
-from ros_helpers import next_items, spin_until, start_node, stop
-from test_controller_node import FAST_PLANNER, FakeArm, controller, write_checkpoint  # noqa: F401  (fixture)
+from ros_helpers import next_items, spin_until, start_node, stop, untrained_checkpoint
+from test_controller_node import FAST_PLANNER, FakeArm, controller  # noqa: F401  (fixture)
 from test_learner_node import FAST
 from tdmpc_ros import topics
 from tdmpc_ros.config import Config
@@ -56,7 +56,7 @@ def pieces(data: bytes, version: int, sha256: str | None = None, total: int | No
 def test_damaged_or_stale_weights_are_refused_and_a_good_model_after_them_is_taken(controller, tmp_path):
     arm, log = controller(**DDS)  # running v1 from controller.model_path
     weights_pub = arm.node.create_publisher(ModelWeights, topics.MODEL_WEIGHTS, qos.model_weights(64))
-    write_checkpoint(tmp_path / "v3.pt", seed=3)
+    untrained_checkpoint(tmp_path / "v3.pt", seed=3)
     good = (tmp_path / "v3.pt").read_bytes()
     flipped = bytearray(good)
     flipped[len(good) // 2] ^= 0x10

@@ -67,3 +67,9 @@ class Episode:
     @property
     def episode_return(self) -> float:
         return float(self.rewards.sum())
+
+
+def stamp_ns(msg) -> int:
+    """A stamped message's header stamp in nanoseconds."""
+    stamp = msg.header.stamp
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)

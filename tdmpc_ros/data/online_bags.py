@@ -9,7 +9,8 @@ from pathlib import Path
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.rosbag2.storage_mcap import McapWriter
 
-from tdmpc_ros.data.transitions import arm_topic, bag_message, stamp_ns
+from tdmpc_ros.data.episode import stamp_ns
+from tdmpc_ros.data.transitions import arm_topic, bag_message
 from tdmpc_ros.data.typestore import TRANSITION, typestore
 
 BAG_NAME = re.compile(r"online_(\d{4,})$")

@@ -12,17 +12,12 @@ from collections.abc import Iterator
 import numpy as np
 
 from tdmpc_ros.config import Config
-from tdmpc_ros.data.episode import Episode, Transition
+from tdmpc_ros.data.episode import Episode, Transition, stamp_ns
 from tdmpc_ros.data.typestore import TRANSITION, typestore
 
 
 class EpisodeError(ValueError):
     """An episode that cannot be used; the message says why (callers add the file and topic)."""
-
-
-def stamp_ns(msg) -> int:
-    stamp = msg.header.stamp
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
 def _bag_transition(stamp: int, frame_id: str, episode_id: int, step: int, observation, action, reward: float,

@@ -50,7 +50,7 @@ from tdmpc_ros.control.inputs import (JointSample, SensorSample, goal_problem, h
 from tdmpc_ros.control.loop import PLANNING, ControlLoop, TickResult
 from tdmpc_ros.control.models import ModelLoader
 from tdmpc_ros.control.tick_thread import TickThread
-from tdmpc_ros.data.transitions import stamp_ns
+from tdmpc_ros.data.episode import stamp_ns
 from tdmpc_ros.kinematics import ArmKinematics
 from tdmpc_ros.learning.weights import WeightsAssembler
 from tdmpc_ros.msg import LearnerProgress, ModelUpdate, ModelWeights, PlannerStatus, Transition

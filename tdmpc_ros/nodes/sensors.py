@@ -5,8 +5,9 @@ from __future__ import annotations
 from geometry_msgs.msg import PointStamped, PoseStamped
 
 from tdmpc_ros.config import ConfigError
+from tdmpc_ros.control.inputs import POINT, POSE
 
-SENSOR_MESSAGES = {"geometry_msgs/msg/PoseStamped": PoseStamped, "geometry_msgs/msg/PointStamped": PointStamped}
+SENSOR_MESSAGES = {POSE: PoseStamped, POINT: PointStamped}
 
 
 def message_class(sensor):
