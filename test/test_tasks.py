@@ -194,14 +194,19 @@ def test_user_task_by_dotted_name_runs_a_lockstep_episode_over_ros(tmp_path, rcl
         node = rclpy.create_node("probe", context=rclpy_context)
         node.create_subscription(Transition, topics.TRANSITIONS, transitions.append, qos.TRANSITIONS)
         launcher.start()
+
+        def whole_episode():  # the first ended episode this probe heard from its step 0 (it may match late)
+            started = {m.episode_id for m in transitions if m.step == 0}
+            return next((m.episode_id for m in transitions if m.episode_id in started and (m.truncated or m.terminated)),
+                        None)
+
         try:
-            assert spin_until(node, lambda: any(m.truncated or m.terminated for m in transitions), 120), \
-                log_path.read_text()[-3000:]
+            assert spin_until(node, lambda: whole_episode() is not None, 120), log_path.read_text()[-3000:]
         finally:
             codes = launcher.shutdown()
             node.destroy_node()
     assert set(codes.values()) == {0}, codes
-    first = [m for m in transitions if m.episode_id == transitions[0].episode_id]
+    first = [m for m in transitions if m.episode_id == whole_episode()]
     assert [m.step for m in first] == list(range(6)) and first[-1].truncated
     for m in transitions:
         obs = np.asarray(m.next_observation)
