@@ -197,8 +197,8 @@ def test_user_task_by_dotted_name_runs_a_lockstep_episode_over_ros(tmp_path, rcl
 
         def whole_episode():  # the first ended episode this probe heard from its step 0 (it may match late)
             started = {m.episode_id for m in transitions if m.step == 0}
-            return next((m.episode_id for m in transitions if m.episode_id in started and (m.truncated or m.terminated)),
-                        None)
+            ended = [m.episode_id for m in transitions if m.truncated or m.terminated]
+            return next((e for e in ended if e in started), None)
 
         try:
             assert spin_until(node, lambda: whole_episode() is not None, 120), log_path.read_text()[-3000:]
