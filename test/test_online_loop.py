@@ -55,11 +55,11 @@ def test_bench_learn_writes_json_csv_and_png(tmp_path, capsys):
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump({"/**": {"ros__parameters": TINY}}))
     png = tmp_path / "curve.png"
-    code = main(["bench", "learn", "--seeds", "2", "--env-steps", "40", "--demos", "1", "--config", str(config),
-                 "--png", str(png), "--run-dir", str(tmp_path / "runs"), "--json"])
+    code = main(["bench", "learn", "--seeds", "2", "--first-seed", "3", "--env-steps", "40", "--demos", "1",
+                 "--config", str(config), "--png", str(png), "--run-dir", str(tmp_path / "runs"), "--json"])
     assert code == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert [s["seed"] for s in report["seeds"]] == [0, 1]
+    assert [s["seed"] for s in report["seeds"]] == [3, 4]
     assert "rolling success rate" in report["success_metric"]
     for seed in report["seeds"]:
         assert seed["curve"][-1][0] >= 40 and all(0 <= rate <= 1 for _, rate in seed["curve"])
@@ -68,8 +68,8 @@ def test_bench_learn_writes_json_csv_and_png(tmp_path, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with open(report["csv"], newline="") as f:
         rows = list(csv.DictReader(f))
-    assert {row["seed"] for row in rows} == {"0", "1"}
-    assert sum(int(row["length"]) for row in rows if row["seed"] == "0") == report["seeds"][0]["curve"][-1][0]
+    assert {row["seed"] for row in rows} == {"3", "4"}
+    assert sum(int(row["length"]) for row in rows if row["seed"] == "3") == report["seeds"][0]["curve"][-1][0]
 
 
 @pytest.mark.unit

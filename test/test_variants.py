@@ -259,22 +259,28 @@ def test_bench_variants_names_an_unknown_variant(capsys):
 
 
 def test_bench_variants_combines_runs_of_one_protocol(tmp_path, capsys):
-    """Runs made one variant per process become one report and one plot; runs of another protocol are refused."""
+    """Runs made one variant or one seed per process become one report and one plot: a variant's seeds from
+    several runs join in one row in seed order; a seed given twice and runs of another protocol are refused."""
     from tdmpc_ros.cli.main import main
 
-    def run(variant: str, env_steps: int = 1000) -> str:
-        seed = {"seed": 0, "curve": [[500, 0.1], [1000, 0.4]], "env_steps_to_90": None, "final_success_rate": 0.4}
-        path = tmp_path / f"{variant}_{env_steps}.json"
+    def run(variant: str, env_steps: int = 1000, seed: int = 0) -> str:
+        result = {"seed": seed, "curve": [[500, 0.1], [1000, 0.4]], "env_steps_to_90": None,
+                  "final_success_rate": 0.4}
+        path = tmp_path / f"{variant}_{env_steps}_{seed}.json"
         path.write_text(json.dumps({"task": "reach", "env_steps": env_steps, "seeds": 1, "demos": 10,
-                                    "load_avg_1m": 1.0, "variants": [{"variant": variant, "seeds": [seed]}]}))
+                                    "load_avg_1m": 1.0 + seed, "variants": [{"variant": variant, "seeds": [result]}]}))
         return str(path)
 
     out, png = tmp_path / "all.json", tmp_path / "all.png"
-    assert main(["bench", "variants", "--combine", run("tdmpc2"), run("fsq"), "--out", str(out), "--png",
-                 str(png)]) == 0
+    assert main(["bench", "variants", "--combine", run("tdmpc2", seed=2), run("fsq"), run("tdmpc2"), "--out",
+                 str(out), "--png", str(png)]) == 0
     report = json.loads(out.read_text())
-    assert [v["variant"] for v in report["variants"]] == ["tdmpc2", "fsq"] and report["load_avg_1m"] == [1.0, 1.0]
+    assert [v["variant"] for v in report["variants"]] == ["tdmpc2", "fsq"] and report["load_avg_1m"] == [3.0, 1.0, 1.0]
+    assert [s["seed"] for s in report["variants"][0]["seeds"]] == [0, 2] and report["seeds"] == 2
+    assert report["seeds_per_variant"] == {"tdmpc2": 2, "fsq": 1}
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     capsys.readouterr()
     assert main(["bench", "variants", "--combine", run("tdmpc2"), run("fsq", 2000), "--out", str(out)]) == 2
     assert "the runs differ" in capsys.readouterr().err
+    assert main(["bench", "variants", "--combine", run("tdmpc2"), run("tdmpc2"), "--out", str(out)]) == 2
+    assert "repeats seed(s) [0] of variant tdmpc2" in capsys.readouterr().err

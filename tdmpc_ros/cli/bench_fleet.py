@@ -79,7 +79,8 @@ def run_fleet(args) -> int:
     out = sys.stderr if args.json else sys.stdout
     say = lambda text: print(text, file=out, flush=True)  # noqa: E731
     root = Path(args.run_dir) if args.run_dir else Path(tempfile.mkdtemp(prefix="bench_fleet_"))
-    seeds = [run_seed(args, config, seed, root / f"seed{seed}", say) for seed in range(args.seeds)]
+    seeds = [run_seed(args, config, seed, root / f"seed{seed}", say)
+             for seed in range(args.first_seed, args.first_seed + args.seeds)]
     print(json.dumps({
         "over": "ROS (lockstep sim arms, one learner; tdmpc-ros launch arm arms:=N)", "arms": args.arms,
         "success_metric": SUCCESS_METRIC + ", any arm", "target_rate": TARGET_RATE, "env_steps": args.env_steps,

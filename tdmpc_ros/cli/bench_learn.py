@@ -21,7 +21,9 @@ DEFAULT_PNG = "docs/learning_curve.png"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1, run one after another")
+    parser.add_argument("--seeds", type=int, default=3, help="N seeds, run one after another")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="the seeds are K..K+N-1 (to split seeds over processes)")
     parser.add_argument("--env-steps", type=int, default=10_000, help="online env steps per seed")
     parser.add_argument("--preset", default=None, help="model size preset (default: the config's)")
     parser.add_argument("--demos", type=int, default=10, help="scripted-expert demo episodes per seed (0: none)")
@@ -153,8 +155,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.compare:
         return compare(args)
-    if args.seeds < 1 or args.env_steps < 1 or args.demos < 0:
-        raise InputError("--seeds and --env-steps must be at least 1, --demos at least 0")
+    if args.seeds < 1 or args.env_steps < 1 or args.demos < 0 or args.first_seed < 0:
+        raise InputError("--seeds and --env-steps must be at least 1, --demos and --first-seed at least 0")
     if args.arms and (args.robot or args.action_space or args.task or args.reward or args.demo_ratio is not None
                       or args.demos == 0):
         raise InputError("--robot, --action-space, --task, --reward, --demo-ratio and --demos 0 are for in-process "
@@ -184,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
     csv_path = Path(args.csv) if args.csv else png.with_suffix(".csv")
     run_root = Path(args.run_dir) if args.run_dir else Path(tempfile.mkdtemp(prefix="bench_learn_"))
     results, seeds = [], []
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         def progress(r, seed=seed):
             say(f"seed {seed}: {r.env_steps:6d}/{args.env_steps} steps  success {int(r.success)}  "
                 f"rate {r.success_rate:.2f}  return {r.episode_return:7.2f}  updates {r.updates}  {r.wall_s:6.0f} s")

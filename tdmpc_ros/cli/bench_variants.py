@@ -33,7 +33,9 @@ PLAN_CALLS = 50
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {list(VARIANTS)}")
     parser.add_argument("--task", default="reach", help="task.name (reach; push where the task exists)")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per variant")
+    parser.add_argument("--seeds", type=int, default=3, help="N seeds per variant")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="the seeds are K..K+N-1 (to split seeds over processes; --combine joins them)")
     parser.add_argument("--env-steps", type=int, default=10_000, help="online env steps per seed")
     parser.add_argument("--demos", type=int, default=10, help="scripted-expert demo episodes per seed")
     parser.add_argument("--config", default=None, help="base parameter file (default: config/arm.yaml)")
@@ -68,7 +70,7 @@ def learn(args: argparse.Namespace, config: Path, folder: Path) -> dict:
 
     parser = argparse.ArgumentParser()
     bench_learn.add_arguments(parser)
-    argv = ["--seeds", str(args.seeds), "--env-steps", str(args.env_steps), "--demos", str(args.demos),
+    argv = ["--seeds", str(args.seeds), "--first-seed", str(args.first_seed), "--env-steps", str(args.env_steps), "--demos", str(args.demos),
             "--config", str(config), "--threads", str(args.threads), "--run-dir", str(folder / "runs"),
             "--png", str(folder / "learning_curve.png"), "--json"]
     if args.task != "reach":
@@ -105,16 +107,28 @@ def measure_checkpoint(path: str, threads: int) -> dict:
 
 
 def combine(args: argparse.Namespace) -> int:
-    """One report and plot from several runs' JSON files (the same task, steps and seeds)."""
+    """One report and plot from several runs' JSON files (the same task, steps and demos): the runs of one variant
+    (e.g. its seeds split over processes) become one row with their seeds in order; a seed given twice is refused.
+    Plan p50 and parameters are the first run's of the variant (p50 depends on the load it was measured under)."""
     reports = [json.loads(Path(path).read_text()) for path in args.combine]
-    keys = ("task", "env_steps", "seeds", "demos")
+    keys = ("task", "env_steps", "demos")
     if any(tuple(r[k] for k in keys) != tuple(reports[0][k] for k in keys) for r in reports):
         raise InputError(f"--combine: the runs differ in {keys}; combine runs of one protocol only")
-    report = dict(reports[0], variants=[row for r in reports for row in r["variants"]], png=args.png,
-                  combined_from=list(args.combine), load_avg_1m=[r["load_avg_1m"] for r in reports])
+    rows: dict[str, dict] = {}
+    for path, report in zip(args.combine, reports):
+        for row in report["variants"]:
+            merged = rows.setdefault(row["variant"], dict(row, seeds=[]))
+            taken = {s["seed"] for s in merged["seeds"]}
+            twice = sorted(taken & {s["seed"] for s in row["seeds"]})
+            if twice:
+                raise InputError(f"--combine: {path} repeats seed(s) {twice} of variant {row['variant']}")
+            merged["seeds"] = sorted(merged["seeds"] + row["seeds"], key=lambda s: s["seed"])
+    counts = {name: len(row["seeds"]) for name, row in rows.items()}
     first = reports[0]
+    report = dict(first, variants=list(rows.values()), seeds=max(counts.values()), seeds_per_variant=counts,
+                  png=args.png, combined_from=list(args.combine), load_avg_1m=[r["load_avg_1m"] for r in reports])
     plot_success_curves(Path(args.png), [(row["variant"], row["seeds"]) for row in report["variants"]],
-                        f"{first['task']}, {first['seeds']} seed(s) x {first['env_steps']} env steps, "
+                        f"{first['task']}, {report['seeds']} seed(s) x {first['env_steps']} env steps, "
                         f"{first['demos']} demos")
     Path(args.out).write_text(json.dumps(report, indent=1))
     print(json.dumps(report))
@@ -130,8 +144,8 @@ def run(args: argparse.Namespace) -> int:
     unknown = [n for n in names if n not in VARIANTS]
     if unknown or not names:
         raise InputError(f"--variants: unknown {unknown}; choose from {list(VARIANTS)}")
-    if args.seeds < 1 or args.env_steps < 1:
-        raise InputError("--seeds and --env-steps must be at least 1")
+    if args.seeds < 1 or args.env_steps < 1 or args.first_seed < 0:
+        raise InputError("--seeds and --env-steps must be at least 1, --first-seed at least 0")
     out = sys.stderr if args.json else sys.stdout
     base = Path(args.config) if args.config else default_config_path()
     rows = []
