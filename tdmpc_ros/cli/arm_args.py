@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from tdmpc_ros.config import Config
+
 
 def add_arm_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", default=None,
@@ -27,3 +29,10 @@ def arm_overrides(args: argparse.Namespace, overrides: dict | None = None) -> di
     if getattr(args, "action_space", None):
         out.setdefault("task", {})["action_space"] = args.action_space
     return out
+
+
+def arm_config(args: argparse.Namespace, overrides: dict | None = None) -> Config:
+    """The config of --config and --task (tasks.task_config) with `overrides`, --robot and --action-space applied."""
+    from tdmpc_ros.tasks import task_config
+
+    return task_config(args.task, args.config or None, arm_overrides(args, overrides))

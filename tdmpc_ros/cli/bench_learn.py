@@ -13,7 +13,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from tdmpc_ros.cli.arm_args import add_arm_arguments, arm_overrides
+from tdmpc_ros.cli.arm_args import add_arm_arguments, arm_config
 from tdmpc_ros.errors import InputError
 
 TARGET_RATE = 0.9
@@ -151,7 +151,6 @@ def run(args: argparse.Namespace) -> int:
 
     from tdmpc_ros.config import config_to_dict
     from tdmpc_ros.learning.online_loop import SUCCESS_METRIC, run_online
-    from tdmpc_ros.tasks import task_config
 
     if args.compare:
         return compare(args)
@@ -176,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
         overrides["task"] = {"reward": args.reward}
     if args.demo_ratio is not None:
         overrides["agent"] = {"demo_ratio": args.demo_ratio}
-    cfg = task_config(args.task, args.config, arm_overrides(args, overrides))
+    cfg = arm_config(args, overrides)
     out = sys.stderr if args.json else sys.stdout
 
     def say(text: str) -> None:

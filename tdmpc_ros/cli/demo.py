@@ -13,7 +13,7 @@ import time
 from collections import deque
 from pathlib import Path
 
-from tdmpc_ros.cli.arm_args import add_arm_arguments, arm_overrides
+from tdmpc_ros.cli.arm_args import add_arm_arguments, arm_config
 
 SUCCESS_WINDOW = 20  # episodes in the rolling success rate
 
@@ -74,7 +74,6 @@ def run(args: argparse.Namespace) -> int:
     from tdmpc_ros.cli.demos import record_demos
     from tdmpc_ros.cli.harness import LaunchedGraph, RequiredNodeExited
     from tdmpc_ros.learning.metrics import plot_learning_curve
-    from tdmpc_ros.tasks import task_config
     from tdmpc_ros.tasks.base import task_config_path
 
     task = args.task
@@ -83,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     demos_dir = Path(args.demos or (f"demos_{task.replace(':', '_').replace('.', '_')}" if task else "demos"))
     if not has_bags(demos_dir):
         print(f"[demo] no demo bags in {demos_dir}: recording {args.demo_episodes} scripted-expert episodes")
-        record_demos(task_config(task, config or None, arm_overrides(args)), demos_dir, args.demo_episodes)
+        record_demos(arm_config(args), demos_dir, args.demo_episodes)
     run_dir = Path(args.run_dir or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}")
     run_dir.mkdir(parents=True, exist_ok=True)
     arguments = {"lockstep": str(not args.realtime).lower(), "demos": str(demos_dir.resolve()),

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tdmpc_ros.cli.arm_args import add_arm_arguments, arm_overrides
+from tdmpc_ros.cli.arm_args import add_arm_arguments, arm_config
 from tdmpc_ros.errors import InputError
 
 
@@ -57,9 +57,7 @@ def record_demos(cfg, out: Path, episodes: int, noise: float = 0.1, seed: int = 
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from tdmpc_ros.tasks import task_config
-
-    cfg = task_config(args.task, args.config, arm_overrides(args))
+    cfg = arm_config(args)
     summary = record_demos(cfg, Path(args.out), args.episodes, args.noise, args.seed, args.storage,
                            progress=not args.json)
     if args.json:

@@ -11,7 +11,7 @@ import json
 import time
 from pathlib import Path
 
-from tdmpc_ros.cli.arm_args import add_arm_arguments, arm_overrides
+from tdmpc_ros.cli.arm_args import add_arm_arguments, arm_config
 from tdmpc_ros.errors import InputError
 
 
@@ -51,7 +51,6 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict:
     """Run the evaluation; the figures as a dict."""
     import numpy as np
 
-    from tdmpc_ros.tasks import task_config
     from tdmpc_ros.learning.checkpoint import agent_from_checkpoint, check_arm, check_model_config, load_checkpoint
     from tdmpc_ros.planner import make_planner
     from tdmpc_ros.sim.env import ArmEnv, collect_episode
@@ -60,9 +59,9 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict:
         raise InputError(f"--episodes must be at least 1, got {args.episodes}")
     if args.onnx and args.backend != "onnx":
         raise InputError("--onnx needs --backend onnx")
-    cfg = task_config(args.task, args.config, arm_overrides(args, {
+    cfg = arm_config(args, {
         "planner": {"backend": args.backend, "device": "cpu", "compile": args.compile, "threads": args.threads},
-        "sim": {"seed": args.seed}}))
+        "sim": {"seed": args.seed}})
     ckpt = load_checkpoint(args.checkpoint)
     check_arm(ckpt, cfg.task)
     check_model_config(ckpt, cfg.model)

@@ -10,7 +10,7 @@ import argparse
 import signal
 from pathlib import Path
 
-from tdmpc_ros.cli.arm_args import add_arm_arguments, arm_overrides
+from tdmpc_ros.cli.arm_args import add_arm_arguments, arm_config
 from tdmpc_ros.errors import InputError
 
 CURVE_KEYS = ("total_loss", "consistency_loss", "reward_loss", "value_loss", "termination_loss", "pi_loss")
@@ -35,8 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def overrides(args: argparse.Namespace) -> dict:
     values = {"model": {"preset": args.preset}, "agent": {"batch_size": args.batch_size, "device": args.device}}
-    return arm_overrides(args, {section: {k: v for k, v in fields.items() if v is not None}
-                                for section, fields in values.items()})
+    return {section: {k: v for k, v in fields.items() if v is not None} for section, fields in values.items()}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,7 +43,6 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from tdmpc_ros.tasks import task_config
     from tdmpc_ros.data.bags import read_episodes
     from tdmpc_ros.learning.agent import Agent
     from tdmpc_ros.learning.checkpoint import (agent_from_checkpoint, check_model_config, load_checkpoint,
@@ -58,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--updates must be at least 1, got {args.updates}")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    cfg = task_config(args.task, args.config, overrides(args))
+    cfg = arm_config(args, overrides(args))
     out = Path(args.out)
     device = resolve_device(cfg.agent.device)
     if args.resume:
