@@ -5,6 +5,7 @@ checkpoint of one variant refused under another's config, naming the field."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -249,6 +250,18 @@ def test_decoder_state_is_refused_by_an_agent_without_one(tmp_path):
         check_model_config(ckpt, variant_config("mbpo").model, variant_config("mbpo").agent)
     with pytest.raises(ValueError, match=r"agent\.decoder_coef"):
         Agent(variant_config("mbpo")).load_state_dict(ckpt.agent_state)
+
+
+def test_bench_variants_puts_the_overrides_on_the_tasks_own_config(tmp_path):
+    """Push variants train on config/push.yaml (the cube, the table goals), not on reach's file with a new name."""
+    from tdmpc_ros.cli.bench_variants import base_config, variant_config_file
+    from tdmpc_ros.config import default_config_path, load_config
+
+    assert base_config("reach", None) == default_config_path()
+    assert base_config("push", None) == default_config_path().with_name("push.yaml")
+    assert base_config("push", "mine.yaml") == Path("mine.yaml")
+    cfg = load_config(variant_config_file(base_config("push", None), VARIANTS["fsq"], False, tmp_path))
+    assert (cfg.task.name, cfg.model.latent, cfg.task.goal_low[2]) == ("push", "fsq", 0.025)
 
 
 def test_bench_variants_names_an_unknown_variant(capsys):

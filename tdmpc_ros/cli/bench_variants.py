@@ -38,7 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the seeds are K..K+N-1 (to split seeds over processes; --combine joins them)")
     parser.add_argument("--env-steps", type=int, default=10_000, help="online env steps per seed")
     parser.add_argument("--demos", type=int, default=10, help="scripted-expert demo episodes per seed")
-    parser.add_argument("--config", default=None, help="base parameter file (default: config/arm.yaml)")
+    parser.add_argument("--config", default=None,
+                        help="base parameter file (default: the task's bundled config/<task>.yaml, else config/arm.yaml)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--compile-train", action=argparse.BooleanOptionalAction, default=False,
                         help="agent.compile (off by default: each variant would compile its own training graphs)")
@@ -48,6 +49,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--combine", nargs="+", default=None, metavar="JSON",
                         help="run nothing: combine the JSON files of earlier runs (e.g. one variant per process) "
                              "into --out and --png")
+
+
+def base_config(task: str, config: str | None) -> Path:
+    """The parameter file the variants' overrides go on: `config`, else the task's bundled config/<task>.yaml
+    (push's cube and table), else config/arm.yaml."""
+    from tdmpc_ros.config import default_config_path
+    from tdmpc_ros.tasks.base import task_config_path
+
+    return Path(task_config_path(task, config) or default_config_path())
 
 
 def variant_config_file(base: Path, overrides: dict, compile_train: bool, folder: Path) -> Path:
@@ -136,8 +146,6 @@ def combine(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tdmpc_ros.config import default_config_path
-
     if args.combine:
         return combine(args)
     names = [n.strip() for n in args.variants.split(",") if n.strip()]
@@ -147,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
     if args.seeds < 1 or args.env_steps < 1 or args.first_seed < 0:
         raise InputError("--seeds and --env-steps must be at least 1, --first-seed at least 0")
     out = sys.stderr if args.json else sys.stdout
-    base = Path(args.config) if args.config else default_config_path()
+    base = base_config(args.task, args.config)
     rows = []
     for name in names:
         print(f"variant {name}: {args.seeds} seed(s) x {args.env_steps} env steps", file=out, flush=True)
