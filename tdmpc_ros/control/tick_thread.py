@@ -91,11 +91,13 @@ class LockstepPacer:
         return now - self.last_command >= self.state_timeout
 
     def after_command(self, sample: JointSample) -> bool:
-        """Later in the arm's time than the state the last command was computed from (or unstamped). The arm
-        advances its clock one period per command, so a state stamped no later was published before it took
-        that command (the sim arm's heartbeat while it waits for an episode's first command): ticking on it
-        would close the step with the pose the step started from."""
-        return sample.stamp_ns == 0 or sample.stamp_ns > self.commanded_stamp
+        """Not the arm's state of the last command's time (or unstamped). The sim arm repeats its state until an
+        episode's first command, stamped alike: a repeat sent just before it took the command arrives after it,
+        and ticking on it would close the step with the pose the step started from. A state stamped earlier than
+        the commanded one cannot be such a repeat (one publisher's messages arrive in order): the arm's clock went
+        back (a restarted sim, or the commanded state's stamp was bogus, far in the future), so it is taken at
+        once rather than holding lockstep for the state timeout."""
+        return sample.stamp_ns == 0 or sample.stamp_ns != self.commanded_stamp
 
     def answered(self, sample: JointSample) -> bool:
         """Nothing was commanded since `sample` came. In a tie the command counts as later: ticking twice on the
