@@ -14,7 +14,7 @@ The thread runs SCHED_FIFO at `controller.thread_priority` where the process may
 stay at normal priority).
 
 Lockstep (`LockstepPacer`): the world advances one control period per command, so the controller ticks on each
-joint state it has not ticked on yet that is stamped later than the state of its last command (once the task's
+joint state it has not ticked on yet that is stamped otherwise than the state of its last command (once the task's
 sensor messages stamped alike have come too, or the state is `controller.state_timeout` old: the tick then
 holds on the stale sensor), and holds the world (ticks on
 nothing) while the learner owes updates for more than `controller.lockstep_max_backlog` env steps, so
