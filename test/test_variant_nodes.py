@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from ros_helpers import CHEAP_PLANNER, PerfectArm, next_items, spin_until, start_node, stop, untrained_checkpoint
+from ros_helpers import PerfectArm, next_items, spin_until, start_node, stop, untrained_checkpoint
+from test_markers import FAST
 from tdmpc_ros import topics
 from tdmpc_ros.cli.bench_variants import VARIANTS
 from tdmpc_ros.config import load_config, merge
@@ -16,8 +17,7 @@ from tdmpc_ros.nodes import qos
 
 pytestmark = pytest.mark.ros
 
-FAST = {**CHEAP_PLANNER, "task.max_episode_steps": 100000, "learner.weights_transport": "file",
-        "controller.reset_service": "", "controller.markers_hz": 0.0}
+NO_MARKERS = {**FAST, "controller.markers_hz": 0.0}
 
 
 def variant_checkpoint(tmp_path, name: str) -> str:
@@ -36,7 +36,7 @@ def planning_with(arm: PerfectArm, version: int, log) -> None:
 @pytest.mark.parametrize("name,backend", [("fsq", "onnx"), ("tdmpc1", "torch")])
 def test_the_controller_plans_with_a_variant_and_swaps_to_another(tmp_path, rclpy_context, name, backend):
     log = tmp_path / "controller.log"
-    proc = start_node("controller_node", {**FAST, "planner.backend": backend,
+    proc = start_node("controller_node", {**NO_MARKERS, "planner.backend": backend,
                                           "controller.model_path": variant_checkpoint(tmp_path, name)}, log)
     try:
         cfg = load_config()
@@ -44,6 +44,7 @@ def test_the_controller_plans_with_a_variant_and_swaps_to_another(tmp_path, rclp
         planning_with(arm, 1, log)
         assert arm.status[-1].backend == backend
         limits = ArmKinematics(cfg.task)
+        limits.close()
         assert all(len(c) == cfg.task.action_dim and (c >= limits.safe_lower - 1e-9).all()
                    and (c <= limits.safe_upper + 1e-9).all() for c in arm.commands)
         other = variant_checkpoint(tmp_path, "tdmpc2")

@@ -38,8 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the seeds are K..K+N-1 (to split seeds over processes; --combine joins them)")
     parser.add_argument("--env-steps", type=int, default=10_000, help="online env steps per seed")
     parser.add_argument("--demos", type=int, default=10, help="scripted-expert demo episodes per seed")
-    parser.add_argument("--config", default=None,
-                        help="base parameter file (default: the task's bundled config/<task>.yaml, else config/arm.yaml)")
+    parser.add_argument("--config", default=None, help="base parameter file (default: the task's bundled "
+                                                        "config/<task>.yaml, else config/arm.yaml)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--compile-train", action=argparse.BooleanOptionalAction, default=False,
                         help="agent.compile (off by default: each variant would compile its own training graphs)")
@@ -80,8 +80,8 @@ def learn(args: argparse.Namespace, config: Path, folder: Path) -> dict:
 
     parser = argparse.ArgumentParser()
     bench_learn.add_arguments(parser)
-    argv = ["--seeds", str(args.seeds), "--first-seed", str(args.first_seed), "--env-steps", str(args.env_steps), "--demos", str(args.demos),
-            "--config", str(config), "--threads", str(args.threads), "--run-dir", str(folder / "runs"),
+    argv = ["--seeds", str(args.seeds), "--first-seed", str(args.first_seed), "--env-steps", str(args.env_steps),
+            "--demos", str(args.demos), "--config", str(config), "--threads", str(args.threads), "--run-dir", str(folder / "runs"),
             "--png", str(folder / "learning_curve.png"), "--json"]
     if args.task != "reach":
         argv += ["--task", args.task]
