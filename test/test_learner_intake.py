@@ -388,7 +388,12 @@ def test_a_learner_discovers_arms_and_keeps_them_apart(tmp_path, demo_dir, rclpy
 def test_burst_above_capacity_counts_every_loss_and_splices_no_episode(tmp_path, demo_dir, rclpy_context):  # noqa: F811
     """Two controllers flood 10-step episodes, half of it while the learner is stopped (SIGSTOP: nothing taken,
     so loss is certain) and half while it works off that backlog: lost as reported = published - stored,
-    stored as reported = what the bags hold, and every stored episode is steps 0..n-1 without a gap."""
+    stored as reported = what the bags hold, and every stored episode is steps 0..n-1 without a gap.
+
+    Losses are counted from each publisher's sequence numbers, so the last of them show when its next message
+    arrives; a live controller goes on publishing, and so do these after the flood. A stop longer than the DDS
+    lease (20 s: a slow machine) unmatches the publishers, and what they send before DDS matches them again is
+    lost to the learner, counted the same way."""
     proc = start_learner(tmp_path, demo_dir, **{"agent.compile": False})
     feeder = Feeder(rclpy_context, arms=2)
     steps = 10
@@ -407,7 +412,15 @@ def test_burst_above_capacity_counts_every_loss_and_splices_no_episode(tmp_path,
         burst(300, first_id=1)
         proc.send_signal(signal.SIGCONT)
         burst(300, first_id=301)
-        assert feeder.wait(feeder.accounted, 120), (feeder.published, feeder.progress[-1])
+        heard_before = len(feeder.progress)
+        for tick in range(60):  # a one-step episode per arm at a time until all is accounted
+            for arm in (0, 1):
+                feeder.publish(arm, transition(arm * 10**6 + 601 + tick, 0, last=True))
+            if feeder.wait(feeder.accounted, 2.0):
+                break
+        assert feeder.accounted(), (feeder.published, feeder.progress[-1], len(feeder.progress) - heard_before,
+                                    [p.get_subscription_count() for p in feeder.pubs],
+                                    (tmp_path / "learner.log").read_text()[-3000:])
         last = feeder.progress[-1]
         assert last.lost_transitions > 0, "the burst never exceeded what the learner takes"
         assert feeder.wait(lambda: feeder.diagnosed("transitions_stored") == last.stored_transitions, 10)
