@@ -23,7 +23,7 @@ from tdmpc_ros.config import Config
 from tdmpc_ros.data.bags import read_episodes
 from tdmpc_ros.data.typestore import TRANSITION, typestore
 from tdmpc_ros.learning.checkpoint import load_checkpoint
-from tdmpc_ros.learning.checkpoint_file import CheckpointError
+from tdmpc_ros.learning.checkpoint_file import CheckpointError, file_sha256
 from tdmpc_ros.msg import ModelUpdate, PlannerStatus, Transition
 from tdmpc_ros.nodes import qos
 from test_learner_node import demo_dir  # noqa: F401  (fixture: a few scripted-expert demo bags)
@@ -53,7 +53,7 @@ class Observer:
         import rclpy
 
         self.node = rclpy.create_node("reliability_observer", context=context)
-        graph = GraphObserver(self.node)
+        self.graph = graph = GraphObserver(self.node)
         self.commands: list[tuple[float, np.ndarray]] = []
         self.states: list[tuple[float, np.ndarray]] = []
         self.status: list[tuple[float, PlannerStatus]] = []
@@ -200,31 +200,48 @@ def test_arm_and_controller_deaths_and_pauses(tmp_path, rclpy_context, procs):
     jogged = settled_states(obs, since=time.monotonic())[-1]
     assert np.abs(jogged - last_target).max() > 3 * SCALE
     relaunched = time.monotonic()
-    controller = start_node("controller_node", controller_params, tmp_path / "controller1.log")
+    restarted: list = []  # the restarted controller's commands (harness.Sample: with sequence numbers)
+    obs.graph.record("commands", keep=False,
+                     on_message=lambda s: restarted.append(s) if published(s) > relaunched else None)
+    controller = start_node("controller_node", {**controller_params, "controller.model_path": "",
+                                                "learner.weights_transport": "file"}, tmp_path / "controller1.log")
     procs.append(controller)
+    # Without a model it holds the measured joints. A hold received shows its commands reach this observer (DDS
+    # discovery can take seconds, and a command sent before it is never delivered): only then the model (as a
+    # file announced on model_updates), so that its first planned command is seen for sure.
+    assert obs.until(lambda: restarted, 90), (tmp_path / "controller1.log").read_text()[-3000:]
+    hold = np.array(restarted[0].msg.data)
+    update_pub = obs.node.create_publisher(ModelUpdate, topics.MODEL_UPDATES, qos.LATCHED)
+    update_pub.publish(ModelUpdate(version=1, path=str(tmp_path / "v1.pt"), sha256=file_sha256(tmp_path / "v1.pt")))
 
-    def new_commands() -> list[tuple[float, np.ndarray]]:  # not the jog's, however late this process reads them
-        return [(t, c) for t, c in obs.commands if t > relaunched]
+    def first_planned() -> int | None:
+        return next((i for i, s in enumerate(restarted) if not np.array_equal(s.msg.data, hold)), None)
 
-    assert obs.until(new_commands, 90), (tmp_path / "controller1.log").read_text()[-3000:]
-    first_t, first = new_commands()[0]
+    assert obs.until(lambda: first_planned() is not None, 90), (tmp_path / "controller1.log").read_text()[-3000:]
+    planned = first_planned()
+    sequences = [s.sequence for s in restarted[:planned + 1]]
+    assert sequences == list(range(sequences[0], sequences[0] + planned + 1)), f"commands missed: {sequences}"
+    hold_offset = float(np.abs(hold - jogged).max())
+    assert hold_offset < 2e-3, f"held {hold.round(4).tolist()}, not the measured {jogged.round(4).tolist()}"
+    first_t, first = published(restarted[planned]), np.array(restarted[planned].msg.data)
     # States and commands come on two topics, each in order but not with each other: wait for a state published
     # after the command, so that every state before it is in. The controller steps from one of the states
-    # published since it started, so its first command lies within action_scale of one of those.
+    # published since it started, so its first planned command lies within action_scale of one of those.
     assert obs.until(lambda: obs.states[-1][0] > first_t, 10)
     measured = [q for t, q in obs.states if relaunched <= t < first_t]
     first_step = min(float(np.abs(first - q).max()) for q in measured)
     assert first_step <= SCALE + 1e-3, (
-        f"first command {first.round(4).tolist()}, {first_step:.4f} rad from the nearest of {len(measured)} "
-        f"states since the restart; the last: {[q.round(4).tolist() for q in measured[-3:]]}; "
+        f"first planned command {first.round(4).tolist()}, {first_step:.4f} rad from the nearest of "
+        f"{len(measured)} states since the restart; the last: {[q.round(4).tolist() for q in measured[-3:]]}; "
         f"after the jog: {jogged.round(4).tolist()}\n" + (tmp_path / "controller1.log").read_text()[-2000:])
     print(f"\narm SIGKILL: controller moved on for {arm_kill_hold:.2f} s after the last state "
           f"(state_timeout {TIMEOUT}); "
           f"planning again {arm_resume:.2f} s after the new arm process started\n"
           f"arm SIGSTOP: moved on for {arm_pause_hold:.2f} s after the last state; planning {pause_resume:.2f} s "
           f"after SIGCONT\ncontroller SIGKILL: arm drift {drift:.2e} rad over 0.5 s, {tracking:.4f} rad from the "
-          f"last target; restarted controller's first command {first_step:.4f} rad from the measured q "
-          f"(action_scale {SCALE}, stale target was {np.abs(jogged - last_target).max():.3f} rad away)")
+          f"last target; restarted controller held {hold_offset:.1e} rad from the measured q until its model came, "
+          f"then its first planned command {first_step:.4f} rad from it (action_scale {SCALE}, stale target "
+          f"{np.abs(jogged - last_target).max():.3f} rad away)")
     text = (tmp_path / "controller0.log").read_text()
     assert "holding last target: joint state stale" in text and "resuming control" in text
 

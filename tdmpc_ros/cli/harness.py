@@ -52,6 +52,7 @@ class Sample:
     msg: Any
     published_ns: int  # source timestamp: when the publisher handed it to DDS (not self-reported)
     received_ns: int  # when this subscriber's DDS received it (before any executor delay here)
+    sequence: int  # its writer's publication sequence number (from 1): a gap is a message this subscriber missed
 
 
 @dataclass
@@ -91,7 +92,8 @@ class GraphObserver:
             msg_type, topic, profile = TOPICS[name]
             self.node.create_subscription(
                 msg_type, topic,
-                lambda msg, info: recording.add(Sample(msg, info["source_timestamp"], info["received_timestamp"])),
+                lambda msg, info: recording.add(Sample(msg, info["source_timestamp"], info["received_timestamp"],
+                                                       info["publication_sequence_number"])),
                 profile)
         recording.keep |= keep
         if on_message is not None:
