@@ -440,6 +440,32 @@ def test_burst_above_capacity_counts_every_loss_and_splices_no_episode(tmp_path,
 
 
 @pytest.mark.ros
+def test_a_stopped_learner_stores_what_dds_holds(tmp_path, demo_dir, rclpy_context):  # noqa: F811
+    """Transitions DDS delivered but the learner had not taken when told to stop (here: sent while it was paused
+    by SIGSTOP, the SIGINT waiting for SIGCONT) are taken and written before the bag closes: none lost."""
+    proc = start_learner(tmp_path, demo_dir, **{"agent.compile": False})
+    feeder = Feeder(rclpy_context)
+    episodes, steps = 30, 10
+    try:
+        assert feeder.wait(feeder.connected, 60), (tmp_path / "learner.log").read_text()
+        feeder.publish(0, transition(0, 0, last=True))
+        assert feeder.wait(feeder.accounted, 30)
+        proc.send_signal(signal.SIGSTOP)
+        for i in range(1, episodes + 1):
+            for step in range(steps):
+                feeder.publish(0, transition(i, step, last=step == steps - 1))
+        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGCONT)
+        assert proc.wait(60) == 0
+    finally:
+        stop(proc)
+    stored = bag_steps(tmp_path / "run" / "online")
+    assert stored == {0: [0], **{i: list(range(steps)) for i in range(1, episodes + 1)}}, \
+        (tmp_path / "learner.log").read_text()[-2000:]
+    assert "stopping: took the" in (tmp_path / "learner.log").read_text()
+
+
+@pytest.mark.ros
 @pytest.mark.slow
 def test_sustained_fleet_rate_with_training_loses_nothing(tmp_path, demo_dir, rclpy_context):  # noqa: F811
     """Eight controllers at 50 Hz (400 transitions/s) for 15 s while the learner trains: all stored."""

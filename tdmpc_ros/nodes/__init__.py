@@ -72,9 +72,11 @@ def run_node(node_class, args=None):
     returns the node (destroyed), or None if it was never built.
 
     A SIGINT can shut the context down while the node is still being built or a callback is publishing;
-    the RCLError that follows is a clean stop, not a crash. Any error while the context is still up is. Bad
+    the RCLError that follows is a clean stop, not a crash. Once the node spins, a SIGINT (a second one too)
+    raises nothing in Python: the spin ends and destroy_node runs to its end. Any error while the context is still up is. Bad
     input (a parameter the schema refuses, a damaged start-up file) ends the process with one line and exit 2.
     """
+    import signal
     import sys
 
     import rclpy
@@ -83,10 +85,22 @@ def run_node(node_class, args=None):
     from tdmpc_ros.errors import InputError
 
     node = None
+    building = True
+
+    def on_sigint(signum, frame) -> None:
+        # rclpy's handler (installed by init, chaining to this one) has shut the context down, so the spin
+        # ends and destroy_node runs; a KeyboardInterrupt landing in it would cut that short (a bag left
+        # without its index, a final checkpoint not written). Only while the node is being built does one
+        # stop work that nothing else would.
+        if building:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
     try:
         with rclpy.init(args=args):
             try:
                 node = node_class()
+                building = False
                 rclpy.spin(node)
             except Exception:
                 if rclpy.ok():

@@ -51,6 +51,10 @@ burst queues here; beyond it the oldest are overwritten, which the intake counts
 TAKE_BATCH = 500
 """Messages one executor wake takes at most: waking the executor costs rclpy more than taking a message, so a
 queue that has built up is drained in one go (about 3x the rate), while timers still run between batches."""
+DRAIN_QUIET_S = 0.5
+"""On stop, transitions DDS still delivers are taken until none has come for this long (at most DRAIN_MAX_S):
+messages received while the learner was busy or paused reach the bag, not the void."""
+DRAIN_MAX_S = 10.0
 LOSS_LOG_PERIOD_S = 2.0
 """Lost transitions are logged at most this often (counted all the while)."""
 TRANSITION_TYPE = "tdmpc_ros/msg/Transition"
@@ -184,13 +188,30 @@ class LearnerNode(Node):
     def on_transition(self, arm: str, data: bytes, info: MessageInfo) -> None:
         """The message the executor took, then whatever else waits, up to TAKE_BATCH (see there)."""
         self.take(arm, data, info)
+        self.take_waiting(arm, TAKE_BATCH - 1)
+
+    def take_waiting(self, arm: str, limit: int) -> int:
+        """Take up to `limit` messages waiting in `arm`'s reader; how many there were."""
         handle = self.transitions[arm].handle
         with handle:  # as the executor holds it: the subscription is not destroyed while in use
-            for _ in range(TAKE_BATCH - 1):
+            for n in range(limit):
                 taken = handle.take_message(Transition, True)
                 if taken is None:
-                    break
+                    return n
                 self.take(arm, *taken)
+        return limit
+
+    def drain(self) -> int:
+        """On stop: take what DDS still delivers until it has been quiet for DRAIN_QUIET_S; how many."""
+        total, started = 0, time.monotonic()
+        quiet_since = started
+        while (now := time.monotonic()) - quiet_since < DRAIN_QUIET_S and now - started < DRAIN_MAX_S:
+            taken = sum(self.take_waiting(arm, TAKE_BATCH) for arm in list(self.transitions))
+            if taken:
+                total, quiet_since = total + taken, time.monotonic()
+            else:
+                time.sleep(0.01)  # no executor any more: poll the readers
+        return total
 
     def take(self, arm: str, data: bytes, info: MessageInfo) -> None:
         gid = info["publisher_gid"]
@@ -279,6 +300,8 @@ class LearnerNode(Node):
                 self.metrics.close()
             super().destroy_node()
             return
+        if drained := self.drain():
+            self.get_logger().info(f"stopping: took the {drained} transitions DDS still held")
         self.stop.set()
         # The first update of a process compiles the training graphs (up to about a minute): nothing has been
         # learned here yet, so do not wait for it; the daemon thread ends with the process.
