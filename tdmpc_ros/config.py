@@ -291,7 +291,11 @@ class TaskConfig(_Section):
     object_start_high: list[float] = checked([0.6, 0.08], length=2, ge=-10.0, le=10.0)
     """push: upper corner of the cube's start area on the table (x, y; m, base frame)."""
     ee_object_weight: float = checked(0.5, ge=0.0, le=100.0)
-    """push, dense reward: weight of the end effector's distance to the cube."""
+    """push, dense reward: weight of the end effector's distance to the cube (to its approach point)."""
+    approach_offset: float = checked(0.0, ge=0.0, le=1.0)
+    """push, dense reward: the end effector's term measures its distance to a point this far behind the cube's
+    centre, on the table's line from the goal through the cube (m; 0: the centre). A push toward the goal
+    starts there, so the reward leads the arm round the cube rather than to its nearest side."""
     object_goal_weight: float = checked(1.0, ge=0.0, le=100.0)
     """push, dense reward: weight of the cube's distance to the goal."""
 

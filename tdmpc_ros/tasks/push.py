@@ -7,7 +7,8 @@ the cube's centre at rest on the table (the goal box's z is the table top plus h
 Observation (float32, obs_dim = 2 * n_joints + 17):
     q | 0.1 * qd | end effector xyz | goal xyz | cube xyz | sin, cos of 4 * cube yaw | cube - ee | goal - cube
 (a cube looks the same every quarter turn, so 4 * yaw is what the pose tells).
-Dense reward: -(task.ee_object_weight * ||cube - ee|| + task.object_goal_weight * ||goal - cube||).
+Dense reward: -(task.ee_object_weight * ||approach - ee|| + task.object_goal_weight * ||goal - cube||), the
+approach point `task.approach_offset` behind the cube on the line from the goal through it (0: the cube).
 Within the goal: the cube's centre within `task.success_radius` of the goal.
 
 The sim has no gravity (the arm is taken as gravity-compensated, sim/arm.py); the cube gets its weight as an
@@ -62,7 +63,11 @@ class PushTask(Task):
 
     def dense_reward(self, ee, goal, sensed) -> float:
         cube = cube_xyz_yaw(sensed[OBJECT])[0]
-        return -(self.cfg.ee_object_weight * float(np.linalg.norm(cube - np.asarray(ee, np.float64)))
+        approach = cube.copy()
+        to_goal = np.asarray(goal, np.float64)[:2] - cube[:2]
+        if (left := float(np.linalg.norm(to_goal))) > 1e-6:
+            approach[:2] -= self.cfg.approach_offset * to_goal / left
+        return -(self.cfg.ee_object_weight * float(np.linalg.norm(approach - np.asarray(ee, np.float64)))
                  + self.cfg.object_goal_weight * self.distance(ee, goal, sensed))
 
     def scene(self, client: int, sim: SimConfig, rng: np.random.Generator) -> CubeScene:
