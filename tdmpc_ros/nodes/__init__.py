@@ -72,9 +72,10 @@ def run_node(node_class, args=None):
     returns the node (destroyed), or None if it was never built.
 
     A SIGINT can shut the context down while the node is still being built or a callback is publishing;
-    the RCLError that follows is a clean stop, not a crash. Once the node spins, a SIGINT (a second one too)
-    raises nothing in Python: the spin ends and destroy_node runs to its end. Any error while the context is still up is. Bad
-    input (a parameter the schema refuses, a damaged start-up file) ends the process with one line and exit 2.
+    the RCLError that follows is a clean stop, not a crash. Any error while the context is still up is. Once
+    the node spins, a SIGINT (a second one too) raises nothing in Python: the spin ends and destroy_node runs to
+    its end. Bad input (a parameter the schema refuses, a damaged start-up file) ends the process with one line
+    and exit 2.
     """
     import signal
     import sys
