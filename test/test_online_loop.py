@@ -95,3 +95,43 @@ def test_bench_learn_compare_labels_runs_by_what_differs(tmp_path, capsys):
     bad.write_text(json.dumps({"task": "push", "seeds": []}))
     assert main(["bench", "learn", "--compare", runs[0], str(bad)]) == 2
     assert "other.json is not a bench learn JSON" in capsys.readouterr().err
+
+
+def learn_report(tmp_path, name: str, seeds: list[int], **config) -> str:
+    """A bench learn JSON of push with `seeds` (each reaching 90 % at 1000 * (seed + 1) env steps) and the task
+    fields `config`; its path."""
+    report = {"task": "push", "reward": "dense", "demos": 20, "demo_ratio": 0.5, "env_steps": 5000, "csv": name,
+              "load_avg_1m": 1.0, "config": {"task": {"robot": "kuka_iiwa", "action_space": "joint", **config}},
+              "seeds": [{"seed": n, "curve": [[500, 0.0], [1000 * (n + 1), 0.9]], "env_steps_to_50": None,
+                         "env_steps_to_80": None, "env_steps_to_90": 1000 * (n + 1), "final_success_rate": 0.9,
+                         "wall_s": 10.0 * (n + 1)} for n in seeds]}
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(report))
+    return str(path)
+
+
+@pytest.mark.unit
+def test_bench_learn_combine_joins_seeds_of_one_protocol(tmp_path, capsys):
+    """Seeds run in separate processes (--first-seed) become one report: seeds in order, figures over all."""
+    parts = [learn_report(tmp_path, "b", [2]), learn_report(tmp_path, "a", [0, 1])]
+    png = tmp_path / "joined.png"
+    assert main(["bench", "learn", "--combine", *parts, "--png", str(png)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [s["seed"] for s in report["seeds"]] == [0, 1, 2]
+    assert (report["all_reached_90"], report["max_env_steps_to_90"], report["max_wall_s"]) == (True, 3000, 30.0)
+    assert report["combined_from"] == parts and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["bench", "learn", "--combine", parts[1], learn_report(tmp_path, "c", [1, 3])]) == 2
+    assert "seed(s) [1] given twice" in capsys.readouterr().err
+    other = learn_report(tmp_path, "d", [5], approach_offset=0.08)
+    assert main(["bench", "learn", "--combine", parts[1], other]) == 2
+    assert "d.json differs from" in capsys.readouterr().err.replace(str(tmp_path) + "/", "")
+
+
+@pytest.mark.unit
+def test_bench_learn_compare_names_config_fields_that_differ(tmp_path, capsys):
+    """Runs that differ in a config field no named setting covers are labelled by it; a run whose JSON lacks the
+    field (made before it existed) counts as its default."""
+    runs = [learn_report(tmp_path, "old", [0]), learn_report(tmp_path, "new", [0], approach_offset=0.08)]
+    assert main(["bench", "learn", "--compare", *runs, "--png", str(tmp_path / "c.png")]) == 0
+    labels = [r["label"] for r in json.loads(capsys.readouterr().out)["runs"]]
+    assert labels == ["task.approach_offset 0.0", "task.approach_offset 0.08"]

@@ -23,7 +23,7 @@ DEFAULT_PNG = "docs/learning_curve.png"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, default=3, help="N seeds, run one after another")
     parser.add_argument("--first-seed", type=int, default=0,
-                        help="the seeds are K..K+N-1 (to split seeds over processes)")
+                        help="the seeds are K..K+N-1 (to split seeds over processes; --combine joins them)")
     parser.add_argument("--env-steps", type=int, default=10_000, help="online env steps per seed")
     parser.add_argument("--preset", default=None, help="model size preset (default: the config's)")
     parser.add_argument("--demos", type=int, default=10, help="scripted-expert demo episodes per seed (0: none)")
@@ -51,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compare", nargs="+", default=None, metavar="JSON",
                         help="run nothing: plot earlier runs' JSON objects together (--png; e.g. an ablation), each "
                              "labelled by the settings in which the runs differ")
+    parser.add_argument("--combine", nargs="+", default=None, metavar="JSON",
+                        help="run nothing: join runs of one protocol (e.g. seeds split over processes) into one "
+                             "report (stdout) and plot (--png)")
 
 
 def curve_points(result, every: int = 500) -> list[list[float]]:
@@ -103,13 +106,29 @@ def plot(path: Path, results, title: str) -> None:
     save_figure(fig, path)
 
 
-# What a comparison's labels are made of: the settings in which its runs differ (name -> read from a run's JSON).
+# What a comparison's labels are made of: the settings in which its runs differ (name -> read from a run's JSON),
+# then any other config field that differs.
 COMPARED = {
     "demos": lambda r: f"{r['demos']} demos", "demo_ratio": lambda r: f"demo_ratio {r['demo_ratio']:g}",
     "reward": lambda r: f"{r['reward']} reward", "env_steps": lambda r: f"{r['env_steps']} steps",
     "robot": lambda r: os.path.basename(r["config"]["task"]["robot"]),
     "action_space": lambda r: f"{r['config']['task']['action_space']} actions",
 }
+NAMED_FIELDS = {"task.reward", "task.robot", "task.joint_names", "task.ee_link", "task.action_space",
+                "agent.demo_ratio"}
+"""Config fields a COMPARED setting names already (or that follow from one: an arm's joints and end effector)."""
+
+
+def config_fields(report: dict) -> dict[str, object]:
+    """A run's config fields outside NAMED_FIELDS as 'section.field' -> value. A field the run's JSON lacks
+    did not exist then: it counts as its default now (fields are added with the default that keeps the old
+    behaviour)."""
+    from tdmpc_ros.config import Config, config_to_dict
+
+    defaults = config_to_dict(Config())
+    return {f"{section}.{name}": report.get("config", {}).get(section, {}).get(name, default)
+            for section in report.get("config", {}) for name, default in defaults.get(section, {}).items()
+            if f"{section}.{name}" not in NAMED_FIELDS}
 
 
 def run_settings(path: str, report: dict) -> dict[str, str]:
@@ -132,7 +151,11 @@ def compare(args: argparse.Namespace) -> int:
     if len({r["task"] for r in reports}) != 1:
         raise InputError(f"--compare: runs of one task only, got {sorted({r['task'] for r in reports})}")
     differ = [name for name in COMPARED if len({s[name] for s in settings}) > 1]
-    labels = [", ".join(s[name] for name in differ) or path for s, path in zip(settings, args.compare)]
+    fields = [config_fields(report) for report in reports]
+    field_differ = sorted(name for name in set().union(*fields)
+                          if len({repr(f.get(name)) for f in fields}) > 1)
+    labels = [", ".join([s[name] for name in differ] + [f"{name} {f.get(name)}" for name in field_differ]) or path
+              for s, f, path in zip(settings, fields, args.compare)]
     same = ", ".join(text for name, text in settings[0].items() if name not in differ)
     png = Path(args.png or DEFAULT_PNG)
     plot_success_curves(png, [(label, r["seeds"]) for label, r in zip(labels, reports)],
@@ -141,6 +164,38 @@ def compare(args: argparse.Namespace) -> int:
         {"label": label, "json": path, "seeds": [
             {k: s[k] for k in ("seed", "env_steps_to_50", "env_steps_to_80", "env_steps_to_90", "final_success_rate")}
             for s in r["seeds"]]} for label, path, r in zip(labels, args.compare, reports)]}))
+    return 0
+
+
+def summary(seeds: list[dict]) -> dict:
+    """The report's figures over all its seeds."""
+    reached = [s["env_steps_to_90"] for s in seeds]
+    return {"all_reached_90": all(r is not None for r in reached),
+            "max_env_steps_to_90": max(reached) if all(r is not None for r in reached) else None,
+            "max_wall_s": max(s["wall_s"] for s in seeds)}
+
+
+def combine(args: argparse.Namespace) -> int:
+    """One report and plot from runs of one protocol (the same task, steps, demos and config; e.g. seeds split
+    over processes with --first-seed): their seeds in order, the figures over all; a seed given twice is refused."""
+    from tdmpc_ros.learning.metrics import plot_success_curves
+
+    reports = [json.loads(Path(path).read_text()) for path in args.combine]
+    for path, report in zip(args.combine, reports):
+        run_settings(path, report)
+        if differ := [k for k in ("task", "env_steps", "demos", "config") if report[k] != reports[0][k]]:
+            raise InputError(f"--combine: {path} differs from {args.combine[0]} in {differ}; combine runs of one "
+                             "protocol only")
+    seeds = sorted((s for report in reports for s in report["seeds"]), key=lambda s: s["seed"])
+    numbers = [s["seed"] for s in seeds]
+    if twice := sorted({n for n in numbers if numbers.count(n) > 1}):
+        raise InputError(f"--combine: seed(s) {twice} given twice")
+    png = Path(args.png or DEFAULT_PNG)
+    first = reports[0]
+    plot_success_curves(png, [(f"{len(seeds)} seeds", seeds)],
+                        f"{first['task']} ({first['reward']} reward), {first['demos']} demos", TARGET_RATE)
+    print(json.dumps(dict(first, seeds=seeds, **summary(seeds), png=str(png), csv=[r["csv"] for r in reports],
+                          combined_from=list(args.combine), load_avg_1m=[r["load_avg_1m"] for r in reports])))
     return 0
 
 
@@ -154,6 +209,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.compare:
         return compare(args)
+    if args.combine:
+        return combine(args)
     if args.seeds < 1 or args.env_steps < 1 or args.demos < 0 or args.first_seed < 0:
         raise InputError("--seeds and --env-steps must be at least 1, --demos and --first-seed at least 0")
     if args.arms and (args.robot or args.action_space or args.task or args.reward or args.demo_ratio is not None
@@ -209,14 +266,11 @@ def run(args: argparse.Namespace) -> int:
         plot(png, results, f"{cfg.task.name} ({cfg.task.reward} reward), {os.path.basename(cfg.task.robot)}, "
                            f"{cfg.task.action_space} actions, {cfg.model.preset} preset, {args.demos} demos "
                            f"(demo_ratio {cfg.agent.demo_ratio:g}), {len(results)} seed(s)")
-    reached = [s["env_steps_to_90"] for s in seeds]
     print(json.dumps({
         "success_metric": SUCCESS_METRIC, "target_rate": TARGET_RATE, "env_steps": args.env_steps,
         "task": cfg.task.name, "reward": cfg.task.reward, "demo_ratio": cfg.agent.demo_ratio,
-        "demos": args.demos, "preset": cfg.model.preset, "seeds": seeds,
-        "all_reached_90": all(r is not None for r in reached),
-        "max_env_steps_to_90": max(reached) if all(r is not None for r in reached) else None,
-        "max_wall_s": max(s["wall_s"] for s in seeds), "png": str(png), "csv": str(csv_path),
+        "demos": args.demos, "preset": cfg.model.preset, "seeds": seeds, **summary(seeds),
+        "png": str(png), "csv": str(csv_path),
         "cpu_count": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2), "torch_threads": args.threads,
         "config": {k: config_to_dict(cfg)[k] for k in ("planner", "agent", "task", "learner")},
     }))
