@@ -181,9 +181,10 @@ def combine(args: argparse.Namespace) -> int:
     from tdmpc_ros.learning.metrics import plot_success_curves
 
     reports = [json.loads(Path(path).read_text()) for path in args.combine]
-    for path, report in zip(args.combine, reports):
-        run_settings(path, report)
-        if differ := [k for k in ("task", "env_steps", "demos", "config") if report[k] != reports[0][k]]:
+    protocols = [{"task": report["task"], **run_settings(path, report), **config_fields(report)}
+                 for path, report in zip(args.combine, reports)]
+    for path, protocol in zip(args.combine, protocols):
+        if differ := [name for name, value in protocol.items() if value != protocols[0].get(name)]:
             raise InputError(f"--combine: {path} differs from {args.combine[0]} in {differ}; combine runs of one "
                              "protocol only")
     seeds = sorted((s for report in reports for s in report["seeds"]), key=lambda s: s["seed"])

@@ -13,8 +13,8 @@ converted (data.live_intake.LiveIntake: sizes against the config, NaN/inf, step 
 numbers, so every loss is counted) and appended unchanged to an online rosbag2 (mcap) in
 `learner.run_dir/online` as they arrive (a fleet's arm `a` in `online/a`, episode ids being each arm's own). The
 backlog lockstep controllers pace by is every arm's. On start the node resumes from the newest valid checkpoint
-and reloads its online bags with the demos; on stop it takes what DDS still holds before the bags close. Training runs on a thread of its own so the subscription is never
-starved.
+and reloads its online bags with the demos; on stop it takes what DDS still holds before the bags close.
+Training runs on a thread of its own so the subscription is never starved.
 """
 from __future__ import annotations
 
