@@ -74,7 +74,8 @@ def test_bench_learn_writes_json_csv_and_png(tmp_path, capsys):
 
 @pytest.mark.unit
 def test_bench_learn_compare_labels_runs_by_what_differs(tmp_path, capsys):
-    """An ablation's plot: the runs' curves together, each named by the settings in which the runs differ."""
+    """An ablation's plot: the runs' curves together, the first named by the settings in which the runs differ,
+    each other by where it departs from the first."""
     def run(demos: int, ratio: float) -> str:
         seed = {"seed": 0, "curve": [[500, 0.0], [1000, 0.5 * ratio]], "env_steps_to_50": None, "env_steps_to_80": None,
                 "env_steps_to_90": None, "final_success_rate": 0.5 * ratio}
@@ -88,8 +89,7 @@ def test_bench_learn_compare_labels_runs_by_what_differs(tmp_path, capsys):
     png = tmp_path / "ablation.png"
     assert main(["bench", "learn", "--compare", *runs, "--png", str(png)]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert [r["label"] for r in result["runs"]] == ["20 demos, demo_ratio 0.5", "20 demos, demo_ratio 0",
-                                                   "0 demos, demo_ratio 0.5"]
+    assert [r["label"] for r in result["runs"]] == ["20 demos, demo_ratio 0.5", "demo_ratio 0", "0 demos"]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     bad = tmp_path / "other.json"
     bad.write_text(json.dumps({"task": "push", "seeds": []}))

@@ -49,8 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-wall-s", type=float, default=0.0,
                         help="with --arms: stop a seed after this long (0: no limit)")
     parser.add_argument("--compare", nargs="+", default=None, metavar="JSON",
-                        help="run nothing: plot earlier runs' JSON objects together (--png; e.g. an ablation), each "
-                             "labelled by the settings in which the runs differ")
+                        help="run nothing: plot earlier runs' JSON objects together (--png; e.g. an ablation), the "
+                             "first labelled by the settings in which the runs differ, each other by where it "
+                             "departs from the first")
     parser.add_argument("--combine", nargs="+", default=None, metavar="JSON",
                         help="run nothing: join runs of one protocol (e.g. seeds split over processes) into one "
                              "report (stdout) and plot (--png)")
@@ -154,8 +155,11 @@ def compare(args: argparse.Namespace) -> int:
     fields = [config_fields(report) for report in reports]
     field_differ = sorted(name for name in set().union(*fields)
                           if len({repr(f.get(name)) for f in fields}) > 1)
-    labels = [", ".join([s[name] for name in differ] + [f"{name} {f.get(name)}" for name in field_differ]) or path
-              for s, f, path in zip(settings, fields, args.compare)]
+    texts = [[s[name] for name in differ] + [f"{name} {f.get(name)}" for name in field_differ]
+             for s, f in zip(settings, fields)]
+    # the first run by all of them, each other by where it departs from the first (an ablation's baseline first)
+    labels = [", ".join(text if i == 0 else [t for t, first in zip(text, texts[0]) if t != first]) or path
+              for i, (text, path) in enumerate(zip(texts, args.compare))]
     same = ", ".join(text for name, text in settings[0].items() if name not in differ)
     png = Path(args.png or DEFAULT_PNG)
     plot_success_curves(png, [(label, r["seeds"]) for label, r in zip(labels, reports)],

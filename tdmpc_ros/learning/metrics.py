@@ -143,6 +143,6 @@ def plot_success_curves(path, runs: list[tuple[str, list[dict]]], title: str, ta
     ax.set_ylabel("success rate (last 20 ep.)")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper left")
+    ax.legend(loc="upper left", fontsize=8)
     ax.set_title(title, fontsize=10)
     return save_figure(fig, path)
