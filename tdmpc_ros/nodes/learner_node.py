@@ -308,8 +308,8 @@ class LearnerNode(Node):
         self.trainer.join(timeout=30.0 if self.learner.updated_in_process else 2.0)
         if self.trainer.is_alive():
             stands = f", v{self.learner.version} stands" if self.learner.version else ""
-            self.get_logger().warning(
-                f"stopping during the first update (compiling the training graphs): no final checkpoint{stands}")
+            compiling = " (compiling the training graphs)" if self.cfg.agent.compile else ""
+            self.get_logger().warning(f"stopping during the first update{compiling}: no final checkpoint{stands}")
         elif self.learner.updates:
             self.learner.on_publish = None  # the context may already be shut down: save, do not announce
             self.learner.checkpoint()
