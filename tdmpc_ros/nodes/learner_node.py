@@ -54,7 +54,9 @@ queue that has built up is drained in one go (about 3x the rate), while timers s
 DRAIN_QUIET_S = 0.5
 """On stop, transitions DDS still delivers are taken until none has come for this long (at most DRAIN_MAX_S):
 messages received while the learner was busy or paused reach the bag, not the void."""
-DRAIN_MAX_S = 10.0
+DRAIN_MAX_S = 2.0
+"""Arms that go on publishing never leave the readers quiet: the stop takes this long at most (well within the 5 s
+ros2 launch allows a node between SIGINT and SIGTERM), and what comes later is theirs to count lost."""
 LOSS_LOG_PERIOD_S = 2.0
 """Lost transitions are logged at most this often (counted all the while)."""
 TRANSITION_TYPE = "tdmpc_ros/msg/Transition"
