@@ -139,8 +139,8 @@ def run_settings(path: str, report: dict) -> dict[str, str]:
             return {name: read(report) for name, read in COMPARED.items()}
     except (KeyError, TypeError):
         pass
-    raise InputError(f"--compare: {path} is not a bench learn JSON of this version (it lacks the task, the seeds or "
-                     f"one of {list(COMPARED)})")
+    raise InputError(f"{path} is not a bench learn JSON of this version (it lacks the task, the seeds or one of "
+                     f"{list(COMPARED)})")
 
 
 def compare(args: argparse.Namespace) -> int:
