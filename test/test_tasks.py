@@ -59,7 +59,8 @@ def test_sparse_reward_is_0_within_the_goal_and_minus_1_otherwise_for_reach_and_
     behind = make_task(task_config("push", overrides={"task": {"approach_offset": 0.08}}).task)
     goal_term = -PUSH.task.object_goal_weight * 0.04
     assert behind.reward(cube + [0.08, 0, 0], goal, far) == pytest.approx(goal_term)
-    assert behind.reward(cube - [0.08, 0, 0], goal, far) == pytest.approx(goal_term - 0.16 * behind.cfg.ee_object_weight)
+    assert behind.reward(cube - [0.08, 0, 0], goal, far) == \
+        pytest.approx(goal_term - 0.16 * behind.cfg.ee_object_weight)
     at_goal = {OBJECT: pose(goal)}  # no line to follow: the cube itself
     assert behind.reward(goal + [0, 0, 0.1], goal, at_goal) == pytest.approx(-0.1 * behind.cfg.ee_object_weight)
 

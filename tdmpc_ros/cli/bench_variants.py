@@ -81,8 +81,8 @@ def learn(args: argparse.Namespace, config: Path, folder: Path) -> dict:
     parser = argparse.ArgumentParser()
     bench_learn.add_arguments(parser)
     argv = ["--seeds", str(args.seeds), "--first-seed", str(args.first_seed), "--env-steps", str(args.env_steps),
-            "--demos", str(args.demos), "--config", str(config), "--threads", str(args.threads), "--run-dir", str(folder / "runs"),
-            "--png", str(folder / "learning_curve.png"), "--json"]
+            "--demos", str(args.demos), "--config", str(config), "--threads", str(args.threads),
+            "--run-dir", str(folder / "runs"), "--png", str(folder / "learning_curve.png"), "--json"]
     if args.task != "reach":
         argv += ["--task", args.task]
     captured = io.StringIO()
