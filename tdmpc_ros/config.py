@@ -212,6 +212,10 @@ class AgentConfig(_Section):
     """Extra value-only updates for each full update (RLPD critic-to-actor ratio minus one)."""
     demo_ratio: float = checked(0.5, ge=0.0, le=1.0)
     """Share of each batch drawn from demonstrations (RLPD symmetric sampling: 0.5)."""
+    bc_coef: float = checked(0.0, ge=0.0, le=1e4)
+    """Behaviour cloning (MoDem, TD3+BC): weight of the squared error between the policy prior's mean action
+    and the demo windows' actions, beside its scaled-Q objective (whose Q is scale-free, order 1); 0: off.
+    It pulls the prior, and so the planner's prior trajectories, toward the demonstrator's actions."""
     buffer_capacity: int = checked(1_000_000, ge=1)
     """Online replay capacity in transitions (oldest evicted first; demos never are)."""
     seed: int = checked(1, ge=0, lt=2**32)

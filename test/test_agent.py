@@ -185,6 +185,39 @@ def test_critic_actor_ratio_adds_value_only_updates():
     assert len(calls) == 3 and agent.updates == 1
 
 
+def test_behaviour_cloning_pulls_the_prior_to_the_demo_actions():
+    """Half of every batch is demo windows whose actions are a constant unrelated to the reward; with
+    agent.bc_coef the policy's mean action at those states goes to that constant, without it it does not, and
+    the online windows (demo mask 0) are not imitated."""
+    demo_action = np.array([0.6, -0.6], np.float32)
+    data = random_episodes(40, seed=2)
+    demo_data = (data[0], np.broadcast_to(demo_action, data[1].shape).copy(), data[2], data[3])
+    demo_sample, online_sample = window_sampler(demo_data, 32, seed=3), window_sampler(data, 32, seed=4)
+
+    def mixed():
+        demo, online = demo_sample(), online_sample()
+        batch = {k: torch.cat([demo[k], online[k]], dim=1) for k in demo}
+        return dict(batch, demo=torch.cat([torch.ones(32), torch.zeros(32)]))
+
+    def imitation_error(bc_coef: float) -> tuple[float, list[float]]:
+        cfg = point_mass_config(batch_size=64, compile=False)
+        cfg.agent.bc_coef = bc_coef
+        agent = Agent(cfg)
+        bc = [agent.train_step(mixed)["bc_loss"] for _ in range(150)]
+        with torch.no_grad():
+            _, info = agent.model.pi(agent.model.encode(torch.from_numpy(data[0][:, :10].reshape(-1, 2))))
+        return float(np.abs(info["mean"].numpy() - demo_action).mean()), bc
+
+    cloned, bc = imitation_error(10.0)
+    free, free_bc = imitation_error(0.0)
+    assert cloned < 0.1 < 0.3 < free, (cloned, free)
+    assert bc[-1] < 0.1 * bc[0] and free_bc == [0.0] * 150  # reported only where it is a term of the loss
+    agent = Agent(point_mass_config(batch_size=8))
+    agent.cfg.agent.bc_coef = 1.0
+    with pytest.raises(KeyError, match="demo"):
+        agent.update(window_sampler(random_episodes(4), 8, seed=0)())
+
+
 def test_bad_batches_are_named():
     agent = Agent(point_mass_config(batch_size=8))
     batch = window_sampler(random_episodes(4), 8, seed=0)()

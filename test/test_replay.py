@@ -87,17 +87,21 @@ def test_every_batch_holds_the_demo_ratio_and_falls_back_to_one_side(ratio):
     with pytest.raises(ValueError, match="replay is empty"):
         replay.sample(8, H, rng)
     replay.add_online(marked(-1, 10))  # online ids are negative
-    assert all(i < 0 for i, _ in windows(replay.sample(64, H, rng)))  # no demos yet: all online
+    batch = replay.sample(64, H, rng)
+    assert all(i < 0 for i, _ in windows(batch)) and not batch["demo"].any()  # no demos yet: all online
     for i in range(1, 4):
         replay.add_demo(marked(i, 10))
     demo_share = []
     for _ in range(50):
-        ids = [i for i, _ in windows(replay.sample(64, H, rng))]
-        demo_share.append(np.mean([i > 0 for i in ids]))
+        batch = replay.sample(64, H, rng)
+        is_demo = [i > 0 for i, _ in windows(batch)]
+        assert batch["demo"].tolist() == [float(d) for d in is_demo]  # the mask marks exactly the demo windows
+        demo_share.append(np.mean(is_demo))
     assert np.allclose(demo_share, round(64 * ratio) / 64)
     only_demo = Replay(config(demo_ratio=ratio))
     only_demo.add_demo(marked(5, 6))
-    assert {i for i, _ in windows(only_demo.sample(64, H, rng))} == {5}
+    batch = only_demo.sample(64, H, rng)
+    assert {i for i, _ in windows(batch)} == {5} and batch["demo"].all()
     with pytest.raises(ValueError, match="horizon"):
         replay.sample(8, H + 1, rng)
 

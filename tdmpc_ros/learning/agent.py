@@ -1,8 +1,9 @@
 """The TD-MPC2 agent's learning side: one update = world-model losses, then the policy, then the target.
 
 Batches are time-major as TD-MPC2's: obs [H+1,B,obs_dim], action [H,B,A], reward [H,B,1] and terminated
-[H,B,1] (1.0 where the episode ended by success at that step). RLPD's critic-to-actor ratio adds value-only
-updates between full ones (`train_step`).
+[H,B,1] (1.0 where the episode ended by success at that step), and optionally demo [B] (1.0 on a demo window,
+learning/replay.py), which the policy's behaviour-cloning term (`agent.bc_coef`) needs. RLPD's
+critic-to-actor ratio adds value-only updates between full ones (`train_step`).
 
 Variants (docs/variants.md): the model's own losses (`WorldModel.consistency`, `regression_loss`: DC-MPC's code
 cross-entropy, TD-MPC v1's MSE heads), Dreamer's reconstruction (`agent.decoder_coef`, model/decoder.py) and
@@ -24,7 +25,7 @@ from tdmpc_ros.learning.model_rollouts import ModelData, branched_rollouts, mode
 Batch = dict[str, torch.Tensor]
 BATCH_KEYS = ("obs", "action", "reward", "terminated")
 LOSS_KEYS = ("consistency_loss", "reward_loss", "value_loss", "termination_loss", "decoder_loss",
-             "model_value_loss", "pi_loss", "total_loss", "grad_norm", "pi_scale")
+             "model_value_loss", "pi_loss", "bc_loss", "total_loss", "grad_norm", "pi_scale")
 
 
 class RunningScale:
@@ -111,10 +112,18 @@ def world_model_losses(model: WorldModel, cfg: AgentConfig, obs: torch.Tensor, a
     return total, torch.stack([consistency, reward_loss, values, termination_loss, decoded, model_values]), zs
 
 
-def policy_terms(model: WorldModel, zs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Q (mean of two heads) of the policy's actions at zs, and their scaled entropy."""
+def policy_terms(model: WorldModel, zs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Q (mean of two heads) of the policy's actions at zs, their scaled entropy, and the policy's mean action."""
     action, info = model.pi(zs)
-    return model.Q(zs, action, "avg"), info["scaled_entropy"]
+    return model.Q(zs, action, "avg"), info["scaled_entropy"], info["mean"]
+
+
+def bc_loss(mean_action: torch.Tensor, action: torch.Tensor, demo: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
+    """Behaviour cloning on the demo windows: squared error of the policy's mean action [H,B,A] to the demo's
+    action, averaged over actions and demo windows, rho-weighted over steps; 0 with no demo window."""
+    per_window = (mean_action - action).pow(2).mean(-1)  # [H, B]
+    per_step = (per_window * demo).sum(1) / demo.sum().clamp(min=1.0)
+    return (per_step * rho).mean()
 
 
 class Agent:
@@ -165,6 +174,18 @@ class Agent:
                              f"terminated {tuple(terminated.shape)}")
         return obs, action, reward, terminated
 
+    def _demo_mask(self, batch: Batch, batch_size: int) -> torch.Tensor | None:
+        """The batch's demo mask [B] when the behaviour-cloning term needs it (agent.bc_coef > 0), else None."""
+        if self.cfg.agent.bc_coef == 0:
+            return None
+        if "demo" not in batch:
+            raise KeyError(f"agent.bc_coef {self.cfg.agent.bc_coef:g} needs the batch's 'demo' mask [B] "
+                           "(1.0 on demo windows; Replay.sample gives it)")
+        demo = batch["demo"].to(self.device, torch.float32)
+        if demo.shape != (batch_size,):
+            raise ValueError(f"batch demo mask is {tuple(demo.shape)}, expected ({batch_size},)")
+        return demo
+
     def _rho(self, n: int) -> torch.Tensor:
         return rho_weights(self.cfg.agent.rho, n, self.device)
 
@@ -176,6 +197,7 @@ class Agent:
         """One full TD-MPC2 update; returns the losses as floats (keys LOSS_KEYS)."""
         a, model = self.cfg.agent, self.model
         obs, action, reward, terminated = self._unpack(batch)
+        demo = self._demo_mask(batch, action.shape[1])
         model.train()
         # Compute targets (and MBPO's branched model rollouts from the encoded replayed observations)
         next_z, td = self._targets(obs, reward, terminated)
@@ -190,32 +212,38 @@ class Agent:
         self.optim.zero_grad(set_to_none=True)
 
         # Update the policy, then the target Q ensemble
-        pi_loss = self._update_pi(zs.detach(), model_data.z if model_data is not None else None)
+        pi_loss, bc = self._update_pi(zs.detach(), model_data.z if model_data is not None else None, action, demo)
         model.soft_update_target_Q(a.tau)
         model.eval()
         self.updates += 1
-        values = torch.cat([parts.detach(), torch.stack([pi_loss, total.detach(), grad_norm, self.scale.value[0]])])
+        values = torch.cat([parts.detach(),
+                            torch.stack([pi_loss, bc, total.detach(), grad_norm, self.scale.value[0]])])
         return dict(zip(LOSS_KEYS, values.cpu().tolist()))
 
-    def _update_pi(self, zs: torch.Tensor, model_zs: torch.Tensor | None = None) -> torch.Tensor:
-        """Maximise the scaled Q of the policy's actions plus an entropy bonus, through a frozen ensemble; with
-        MBPO's model latents `model_zs` [k, M, latent] those take model_rollout_ratio of the loss."""
+    def _update_pi(self, zs: torch.Tensor, model_zs: torch.Tensor | None, action: torch.Tensor,
+                   demo: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Maximise the scaled Q of the policy's actions plus an entropy bonus, through a frozen ensemble, and
+        with `agent.bc_coef` imitate the demo windows' actions; with MBPO's model latents `model_zs`
+        [k, M, latent] those take model_rollout_ratio of the Q and entropy terms. -> (policy loss, BC loss)."""
         a, model = self.cfg.agent, self.model
         model.track_q_grad(False)
-        q, scaled_entropy = self._policy_terms(model, zs)
+        q, scaled_entropy, mean_action = self._policy_terms(model, zs)
         self.scale.update(q[0])
         q = q / self.scale.value
         pi_loss = (-(a.entropy_coef * scaled_entropy + q).mean(dim=(1, 2)) * self._rho(len(zs))).mean()
         if model_zs is not None:
-            model_q, model_entropy = self._policy_terms(model, model_zs)
+            model_q, model_entropy, _ = self._policy_terms(model, model_zs)
             model_pi_loss = -(a.entropy_coef * model_entropy + model_q / self.scale.value).mean()
             pi_loss = (1.0 - a.model_rollout_ratio) * pi_loss + a.model_rollout_ratio * model_pi_loss
+        bc = (bc_loss(mean_action[:-1], action, demo, self._rho(len(action))) if demo is not None
+              else pi_loss.new_zeros(()))
+        pi_loss = pi_loss + a.bc_coef * bc
         pi_loss.backward()
         torch.nn.utils.clip_grad_norm_(self._pi_params, a.grad_clip_norm, foreach=True)
         self.pi_optim.step()
         self.pi_optim.zero_grad(set_to_none=True)
         model.track_q_grad(True)
-        return pi_loss.detach()
+        return pi_loss.detach(), bc.detach()
 
     def update_critic(self, batch: Batch) -> dict[str, float]:
         """A value-only update: the Q ensemble on latents of the current (frozen) encoder and dynamics.

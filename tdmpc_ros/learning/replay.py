@@ -150,7 +150,8 @@ class Replay:
 
     def sample(self, batch_size: int, horizon: int, rng: np.random.Generator,
                device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-        """obs [H+1,B,obs_dim], action [H,B,A], reward [H,B,1], terminated [H,B,1] (1 where success ended it)."""
+        """obs [H+1,B,obs_dim], action [H,B,A], reward [H,B,1], terminated [H,B,1] (1 where success ended it),
+        demo [B] (1 on the demo windows, which come first)."""
         if horizon != self.horizon:
             raise ValueError(f"replay windows are {self.horizon} steps (planner.horizon), asked for {horizon}")
         sides = [ring for ring in (self.demo, self.online) if ring.num_starts]
@@ -164,5 +165,9 @@ class Replay:
             parts.append((ring.obs[rows], ring.action[rows[:-1]], ring.reward[rows[:-1]][..., None],
                           ring.terminated[rows[:-1]][..., None]))
         keys = ("obs", "action", "reward", "terminated")
-        return {key: torch.from_numpy(np.concatenate([p[i] for p in parts], axis=1)).to(device)
-                for i, key in enumerate(keys)}
+        batch = {key: torch.from_numpy(np.concatenate([p[i] for p in parts], axis=1)).to(device)
+                 for i, key in enumerate(keys)}
+        demo = torch.zeros(batch_size, device=device)
+        demo[:counts[0] if sides[0] is self.demo else 0] = 1.0
+        batch["demo"] = demo
+        return batch
