@@ -166,6 +166,19 @@ def test_eval_mode_returns_the_elite_mean_and_policy_action_its_mean():
     np.testing.assert_allclose(planner.policy_action(obs, eval_mode=True), info["mean"][0].numpy(), atol=1e-6)
 
 
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_without_mpc_the_planner_acts_with_the_policy_prior(backend):
+    model = random_model(4)
+    obs = np.ones(4, np.float32)
+    prior = make_planner(model, PlannerConfig(**FAST, backend=backend, mpc=False), discount=0.9, seed=3)
+    reference = make_planner(model, PlannerConfig(**FAST), discount=0.9, seed=3)
+    np.testing.assert_array_equal(prior.plan(obs, eval_mode=True), reference.policy_action(obs, eval_mode=True))
+    sampled = [prior.plan(obs) for _ in range(3)]
+    np.testing.assert_array_equal(sampled, [reference.policy_action(obs) for _ in range(3)])
+    assert prior.last_mean is None  # no MPPI ran
+    assert not np.array_equal(sampled[0], reference.plan(obs))
+
+
 def test_set_model_swaps_weights_and_the_planner_owns_a_copy():
     a, b = random_model(5), random_model(6)
     planner = make_planner(a, PlannerConfig(**FAST), discount=0.9)

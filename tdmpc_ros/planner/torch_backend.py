@@ -119,7 +119,10 @@ class Planner:
 
     # -- public API -----------------------------------------------------------------------------------------
     def plan(self, obs: np.ndarray, eval_mode: bool = False) -> np.ndarray:
-        """MPPI action in [-1, 1], float32 [A]; eval mode returns the elites' weighted mean (no sampling)."""
+        """MPPI action in [-1, 1], float32 [A]; eval mode returns the elites' weighted mean (no sampling).
+        With planner.mpc false, the policy prior's action instead."""
+        if not self.cfg.mpc:
+            return self.policy_action(obs, eval_mode)
         episode = self._episode
         self._obs.copy_(self._as_obs(obs))
         self.source.fill()
