@@ -149,7 +149,7 @@ class PlannerConfig(_Section):
     mpc: bool = checked(True)
     """Act by MPPI planning (TD-MPC2's `mpc`); false: act with the policy prior alone (a sample while
     learning, its mean in eval mode), TD-MPC2's `mpc: false`, for tasks where the model's values rank plans
-    worse than the prior does (docs/tasks.md, push)."""
+    worse than the prior does (docs/tasks.md, push). The prior runs in torch on either backend."""
     horizon: int = checked(3, ge=1, le=100)
     """Planning horizon; also the world model's training horizon."""
     iterations: int = checked(6, ge=1, le=1000)

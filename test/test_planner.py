@@ -170,12 +170,15 @@ def test_eval_mode_returns_the_elite_mean_and_policy_action_its_mean():
 def test_without_mpc_the_planner_acts_with_the_policy_prior(backend):
     model = random_model(4)
     obs = np.ones(4, np.float32)
-    prior = make_planner(model, PlannerConfig(**FAST, backend=backend, mpc=False), discount=0.9, seed=3)
+    prior = make_planner(model, PlannerConfig(**dict(FAST, compile=True), backend=backend, mpc=False), discount=0.9,
+                         seed=3)
     reference = make_planner(model, PlannerConfig(**FAST), discount=0.9, seed=3)
     np.testing.assert_array_equal(prior.plan(obs, eval_mode=True), reference.policy_action(obs, eval_mode=True))
     sampled = [prior.plan(obs) for _ in range(3)]
     np.testing.assert_array_equal(sampled, [reference.policy_action(obs) for _ in range(3)])
-    assert prior.last_mean is None  # no MPPI ran
+    assert prior.last_mean is None and not prior.compiled  # no MPPI ran, no plan graph was built
+    prior.set_model(random_model(5))
+    assert not np.array_equal(prior.plan(obs, eval_mode=True), reference.policy_action(obs, eval_mode=True))
     assert not np.array_equal(sampled[0], reference.plan(obs))
 
 

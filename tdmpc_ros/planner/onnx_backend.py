@@ -112,6 +112,8 @@ class OnnxPlanner(Planner):
         return torch.device("cpu")  # draws and the export live on CPU; ONNX Runtime picks its own device
 
     def _setup(self) -> None:
+        if not self.cfg.mpc:  # plan() acts with the prior (torch): no plan graph to export
+            return
         start = time.perf_counter()
         self._load(export_plan(self.model, self.spec))
         self.compile_s = time.perf_counter() - start
@@ -131,7 +133,8 @@ class OnnxPlanner(Planner):
     def set_model(self, model: nn.Module) -> None:
         """Copy the weights and re-export (seconds); the old session serves until the new one is ready."""
         super().set_model(model)
-        self._load(export_plan(self.model, self.spec))
+        if self.cfg.mpc:
+            self._load(export_plan(self.model, self.spec))
 
 
 def load_plan_session(path: str | Path, device: str = "cpu", threads: int = 1):

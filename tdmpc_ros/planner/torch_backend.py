@@ -68,7 +68,7 @@ class Planner:
     def _setup(self) -> None:
         graph = PlanGraph(self.model, self.spec)
         self._run = graph
-        if not self.cfg.compile:
+        if not (self.cfg.compile and self.cfg.mpc):  # without mpc, plan() never runs the graph
             return
         start = time.perf_counter()
         try:
