@@ -24,7 +24,8 @@ from tdmpc_ros.sim.expert import expert_episodes
 from tdmpc_ros.sim.env import ArmEnv, collect_episode
 
 ROLLING_WINDOW = 20  # Learner.recent_success's window
-SUCCESS_METRIC = f"rolling success rate of the last {ROLLING_WINDOW} training episodes (non-eval MPPI planner)"
+SUCCESS_METRIC = (f"rolling success rate of the last {ROLLING_WINDOW} training episodes (training-mode actions: "
+                  "MPPI's, or the policy prior's with planner.mpc false)")
 DEMO_NOISE = 0.1
 
 
