@@ -167,7 +167,7 @@ class Replay:
         keys = ("obs", "action", "reward", "terminated")
         batch = {key: torch.from_numpy(np.concatenate([p[i] for p in parts], axis=1)).to(device)
                  for i, key in enumerate(keys)}
-        demo = torch.zeros(batch_size, device=device)
-        demo[:counts[0] if sides[0] is self.demo else 0] = 1.0
-        batch["demo"] = demo
+        batch["demo"] = torch.zeros(batch_size, device=device)
+        if sides[0] is self.demo:
+            batch["demo"][:counts[0]] = 1.0
         return batch
