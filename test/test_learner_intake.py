@@ -442,10 +442,12 @@ def test_burst_above_capacity_counts_every_loss_and_splices_no_episode(tmp_path,
 @pytest.mark.ros
 def test_a_stopped_learner_stores_what_dds_holds(tmp_path, demo_dir, rclpy_context):  # noqa: F811
     """Transitions DDS delivered but the learner had not taken when told to stop (here: sent while it was paused
-    by SIGSTOP, the SIGINT waiting for SIGCONT) are taken and written before the bag closes: none lost."""
+    by SIGSTOP, the SIGINT waiting for SIGCONT) are taken and written before the bag closes: none lost. More are
+    sent than a paused reader holds (Fast DDS's shared-memory port: 512 messages), so the rest arrive only when the
+    writer's next heartbeat (every 3 s) has them resent, and the stop must wait for that."""
     proc = start_learner(tmp_path, demo_dir, **{"agent.compile": False})
     feeder = Feeder(rclpy_context)
-    episodes, steps = 30, 10
+    episodes, steps = 80, 10
     try:
         assert feeder.wait(feeder.connected, 60), (tmp_path / "learner.log").read_text()
         feeder.publish(0, transition(0, 0, last=True))
@@ -462,7 +464,7 @@ def test_a_stopped_learner_stores_what_dds_holds(tmp_path, demo_dir, rclpy_conte
     stored = bag_steps(tmp_path / "run" / "online")
     assert stored == {0: [0], **{i: list(range(steps)) for i in range(1, episodes + 1)}}, \
         (tmp_path / "learner.log").read_text()[-2000:]
-    assert "stopping: took the" in (tmp_path / "learner.log").read_text()
+    assert f"stopping: took the {episodes * steps} transitions" in (tmp_path / "learner.log").read_text()
 
 
 @pytest.mark.ros

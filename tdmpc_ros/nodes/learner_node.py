@@ -51,11 +51,13 @@ burst queues here; beyond it the oldest are overwritten, which the intake counts
 TAKE_BATCH = 500
 """Messages one executor wake takes at most: waking the executor costs rclpy more than taking a message, so a
 queue that has built up is drained in one go (about 3x the rate), while timers still run between batches."""
-DRAIN_QUIET_S = 0.5
-"""On stop, transitions DDS still delivers are taken until none has come for this long (at most DRAIN_MAX_S):
-messages received while the learner was busy or paused reach the bag, not the void."""
-DRAIN_MAX_S = 2.0
-"""Arms that go on publishing never leave the readers quiet: the stop takes this long at most (well within the 5 s
+DRAIN_QUIET_S = 3.5
+"""On stop, transitions DDS still delivers are taken until none has come for this long (at most DRAIN_MAX_S), so
+messages sent while the learner was busy or paused reach the bag, not the void. Longer than the writer's heartbeat
+period of Fast DDS (ROS's default middleware; 3 s): what a stalled reader could not hold (its shared-memory port
+takes 512 messages) is resent only when the writer's next heartbeat reveals the gap."""
+DRAIN_MAX_S = 4.5
+"""Arms that go on publishing never leave the readers quiet: the stop takes this long at most (within the 5 s
 ros2 launch allows a node between SIGINT and SIGTERM), and what comes later is theirs to count lost."""
 LOSS_LOG_PERIOD_S = 2.0
 """Lost transitions are logged at most this often (counted all the while)."""
