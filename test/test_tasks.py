@@ -51,7 +51,7 @@ def test_sparse_reward_is_0_within_the_goal_and_minus_1_otherwise_for_reach_and_
     near, far = {OBJECT: pose(goal + [0.02, 0, 0])}, {OBJECT: pose(goal + [0.04, 0, 0])}
     assert push.cfg.success_radius == 0.03
     assert push.reward(ee, goal, near) == 0.0 and push.reward(ee, goal, far) == -1.0
-    shaped = make_task(PUSH.task)
+    shaped = make_task(task_config("push", overrides={"task": {"approach_offset": 0.0}}).task)  # to the cube
     cube = goal + [0.04, 0, 0]
     expected = -(PUSH.task.ee_object_weight * np.linalg.norm(cube - ee) + PUSH.task.object_goal_weight * 0.04)
     assert shaped.reward(ee, goal, far) == pytest.approx(expected)
