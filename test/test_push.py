@@ -16,6 +16,7 @@ from ros_helpers import (CHEAP_PLANNER, CONFIG, PerfectArm, next_items, spin_unt
 from tdmpc_ros import topics
 from tdmpc_ros.cli.launch import Launcher
 from tdmpc_ros.data.bags import read_episodes
+from tdmpc_ros.data.episode import stamp_ns
 from tdmpc_ros.data.typestore import typestore
 from tdmpc_ros.kinematics import ArmKinematics
 from tdmpc_ros.learning.agent import Agent
@@ -46,7 +47,7 @@ def write_raw_bag(path, recorded) -> None:
 
 def test_object_pose_flows_to_the_controller_and_a_raw_bag_rebuilds_its_transitions(tmp_path, rclpy_context):
     model = untrained_checkpoint(tmp_path / "push.pt", PUSH)
-    recorded, transitions, poses = [], [], {}
+    recorded, transitions, poses, states = [], [], {}, set()
     log_path = tmp_path / "launch.log"
     with open(log_path, "w") as log:
         launcher = Launcher({"learn": "false", "lockstep": "true", "config": PUSH_YAML}, out=log,
@@ -57,9 +58,10 @@ def test_object_pose_flows_to_the_controller_and_a_raw_bag_rebuilds_its_transiti
         for topic, cls in RECORDED.items():
             def record(msg, info, topic=topic):
                 recorded.append((info["source_timestamp"], topic, serialize_message(msg)))
+                if topic == topics.JOINT_STATES:
+                    states.add(stamp_ns(msg))
                 if topic == "object_pose":
-                    stamp = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
-                    poses.setdefault(stamp, []).append([msg.pose.position.x, msg.pose.position.y,
+                    poses.setdefault(stamp_ns(msg), []).append([msg.pose.position.x, msg.pose.position.y,
                                                         msg.pose.position.z])
             # As deep as the transitions' queue: this process may lag the lockstep loop by more than STATE's 10
             # messages on a busy machine, and the raw recording must hold every one.
@@ -77,6 +79,12 @@ def test_object_pose_flows_to_the_controller_and_a_raw_bag_rebuilds_its_transiti
             update_pub.publish(ModelUpdate(version=1, path=model, sha256=file_sha256(model)))
             ended = lambda: sum(m.terminated or m.truncated for m in transitions)  # noqa: E731
             assert spin_until(node, lambda: ended() >= 3, 180), log_path.read_text()[-3000:]
+            # a step's command, joint state and pose can arrive here after the transition built from them
+            taken = list(transitions)
+            unrecorded = lambda: {stamp_ns(m) for m in taken} - (states & set(poses))  # noqa: E731
+            commands = lambda: sum(topic == COMMANDS for _, topic, _ in recorded)  # noqa: E731
+            assert spin_until(node, lambda: not unrecorded() and commands() >= len(taken), 30), \
+                (sorted(unrecorded()), commands(), len(taken))
         finally:
             codes = launcher.shutdown()
             node.destroy_node()
@@ -84,9 +92,8 @@ def test_object_pose_flows_to_the_controller_and_a_raw_bag_rebuilds_its_transiti
 
     # the cube's pose in each observation is one the arm published with the joint state it came with (a reset's
     # state has the stamp of the step before it: two poses there; the raw rebuild below tells which)
-    for m in transitions:
-        stamp = m.header.stamp.sec * 10**9 + m.header.stamp.nanosec
-        assert np.abs(np.subtract(poses[stamp], m.next_observation[20:23])).max(axis=1).min() < 1e-6
+    for m in taken:
+        assert np.abs(np.subtract(poses[stamp_ns(m)], m.next_observation[20:23])).max(axis=1).min() < 1e-6
 
     write_raw_bag(tmp_path / "raw", recorded)
     kinematics = ArmKinematics(PUSH.task)
@@ -94,7 +101,7 @@ def test_object_pose_flows_to_the_controller_and_a_raw_bag_rebuilds_its_transiti
                            kinematics=kinematics)
     kinematics.close()
     controller: dict[int, list] = {}
-    for m in transitions:
+    for m in taken:
         controller.setdefault(m.episode_id, []).append(m)
     complete = [steps for _, steps in sorted(controller.items()) if steps[-1].terminated or steps[-1].truncated]
     assert len(complete) >= 3 and len(report.episodes) >= len(complete), report.skipped
