@@ -27,7 +27,7 @@ def test_task_name_loads_built_in_and_dotted_classes_and_bad_names_are_named():
     assert isinstance(make_task(PUSH.task), PushTask)
     hover = load_config(None, {"task": {"name": HOVER}})
     assert type(make_task(hover.task)).__name__ == "HoverTask" and hover.model.obs_dim == 2 * 7 + 9
-    assert PUSH.model.obs_dim == 2 * 7 + 17
+    assert PUSH.model.obs_dim == 2 * 7 + 20
     for name, words in [("no_such_module:Task", "cannot load 'no_such_module:Task'"),
                         ("tdmpc_ros.tasks.push:Nope", "cannot load"),
                         ("tdmpc_ros.config:Config", "not a subclass of tdmpc_ros.tasks.Task"),
@@ -84,8 +84,9 @@ def test_sparse_episodes_from_the_sim_pay_0_only_on_the_held_steps_within_the_go
 
 
 @pytest.mark.unit
-def test_push_observation_holds_the_arm_the_cube_and_their_differences():
+def test_push_observation_holds_the_arm_the_cube_and_their_scaled_differences():
     task = make_task(PUSH.task)
+    assert task.cfg.approach_offset == pytest.approx(0.08)
     q, qd = np.linspace(-1, 1, 7), np.full(7, 2.0)
     ee, goal, cube = np.array([0.5, 0.1, 0.2]), np.array([0.7, -0.1, 0.025]), np.array([0.6, 0.0, 0.025])
     obs = task.observation(q, qd, ee, goal, {OBJECT: pose(cube, yaw=0.3)})
@@ -96,8 +97,11 @@ def test_push_observation_holds_the_arm_the_cube_and_their_differences():
     np.testing.assert_allclose(obs[17:20], goal, atol=1e-6)
     np.testing.assert_allclose(obs[20:23], cube, atol=1e-6)
     np.testing.assert_allclose(obs[23:25], [math.sin(1.2), math.cos(1.2)], atol=1e-6)
-    np.testing.assert_allclose(obs[25:28], cube - ee, atol=1e-6)
-    np.testing.assert_allclose(obs[28:31], goal - cube, atol=1e-6)
+    np.testing.assert_allclose(obs[25:28], 10 * (cube - ee), atol=1e-5)
+    np.testing.assert_allclose(obs[28:31], 10 * (goal - cube), atol=1e-5)
+    # the approach point: 8 cm behind the cube on the goal's line through it (the goal is at +x, -y of the cube)
+    approach = cube + 0.08 * np.array([-1.0, 1.0, 0.0]) / math.sqrt(2)
+    np.testing.assert_allclose(obs[31:34], 10 * (approach - ee), atol=1e-5)
     assert cube_xyz_yaw(pose(cube, yaw=-2.0))[1] == pytest.approx(-2.0)
 
 
