@@ -61,8 +61,8 @@ def test_object_pose_flows_to_the_controller_and_a_raw_bag_rebuilds_its_transiti
                 if topic == topics.JOINT_STATES:
                     states.add(stamp_ns(msg))
                 if topic == "object_pose":
-                    poses.setdefault(stamp_ns(msg), []).append([msg.pose.position.x, msg.pose.position.y,
-                                                        msg.pose.position.z])
+                    position = msg.pose.position
+                    poses.setdefault(stamp_ns(msg), []).append([position.x, position.y, position.z])
             # As deep as the transitions' queue: this process may lag the lockstep loop by more than STATE's 10
             # messages on a busy machine, and the raw recording must hold every one.
             subscriptions.append(node.create_subscription(cls, topic, record,
